@@ -1,0 +1,175 @@
+"""DetectorNet — paper Sec. 3: an AlexNet-style CNN whose softmax is replaced by a fully
+connected regression layer that outputs one d×d mask per (class, mask type).
+
+The paper trains a separate network per (class, mask type) and names a single network for
+all of them as future work; we build that single network: its last layer has
+``num_classes × 5 × d × d`` outputs (PAPER.md §2). Sharing the trunk is our choice.
+
+Output activation (not stated in the paper, ours; PAPER.md §10): ``"linear"`` — the literal
+regression layer, clamped to [0, 1] with a straight-through gradient (the forward value is the
+clamp, the backward pass is the identity), so outputs are always valid masks yet the loss
+keeps pushing a unit that overshoots back towards its target. ``"sigmoid"`` is the option.
+
+Input: ``[B, 3, S, S]`` RGB floats in [0, 1]; the ImageNet mean/std normalisation happens
+inside the model, so callers never normalise.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Tuple
+
+import torch
+from torch import nn
+
+from ._validate import check_d
+from .masks import MASK_TYPES
+
+ARCHS = ("paper", "tiny")
+ACTIVATIONS = ("linear", "sigmoid")
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _paper_trunk() -> Tuple[nn.Sequential, int, float]:
+    """Krizhevsky et al. 2012: 5 conv + 2 FC, ReLU after each, LRN after conv 1-2, max-pooling
+    after conv 1, 2 and 5. 225×225 input -> 256×5×5 features."""
+    features = nn.Sequential(
+        nn.Conv2d(3, 96, 11, stride=4), nn.ReLU(inplace=True),
+        nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0), nn.MaxPool2d(3, 2),
+        nn.Conv2d(96, 256, 5, padding=2), nn.ReLU(inplace=True),
+        nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0), nn.MaxPool2d(3, 2),
+        nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(384, 384, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2),
+    )
+    return features, 4096, 0.5
+
+
+def _tiny_trunk() -> Tuple[nn.Sequential, int, float]:
+    """A small CNN with the same interface (96×96 input), trainable on 2 CPU cores in minutes."""
+    def block(cin, cout):
+        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True)]
+    features = nn.Sequential(
+        *block(3, 32), nn.MaxPool2d(2),          # 48
+        *block(32, 64), nn.MaxPool2d(2),         # 24
+        *block(64, 96), nn.MaxPool2d(2),         # 12
+        *block(96, 128), nn.MaxPool2d(2),        # 6
+        *block(128, 128),
+    )
+    return features, 256, 0.2
+
+
+_TRUNKS = {"paper": (_paper_trunk, 225), "tiny": (_tiny_trunk, 96)}
+
+
+class _StraightThroughClamp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        return x.clamp(0.0, 1.0)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        return g
+
+
+class DetectorNet(nn.Module):
+    """DetectorNet (paper Sec. 3): window ``[B, 3, S, S]`` in [0, 1] -> masks
+    ``[B, num_classes, 5, d, d]`` in [0, 1], mask types in ``dnnod.masks.MASK_TYPES`` order.
+
+    Args:
+        num_classes: object classes (background is not a class here).
+        arch: ``"paper"`` (AlexNet, 225×225 input, as in the paper) or ``"tiny"`` (96×96).
+        d: output mask resolution (paper: 24).
+        activation: ``"linear"`` (default, clamped, see module doc) or ``"sigmoid"``.
+    """
+
+    def __init__(self, num_classes: int = 1, arch: str = "paper", d: int = 24,
+                 activation: str = "linear") -> None:
+        super().__init__()
+        if arch not in _TRUNKS:
+            raise ValueError(f"arch must be one of {ARCHS}; got {arch!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}; got {activation!r}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be an integer >= 1; got {num_classes!r}")
+        self.num_classes, self.arch, self.d = num_classes, arch, check_d(d)
+        self.activation = activation
+        make_trunk, self.input_size = _TRUNKS[arch]
+        self.features, hidden, dropout = make_trunk()
+        with torch.no_grad():
+            n_feat = self.features(torch.zeros(1, 3, self.input_size, self.input_size)).numel()
+        self.fc = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(dropout), nn.Linear(n_feat, hidden), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+        )
+        # The regression layer that replaces AlexNet's softmax (paper Sec. 3).
+        self.regressor = nn.Linear(hidden, num_classes * len(MASK_TYPES) * d * d)
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def config(self) -> Dict[str, Any]:
+        """Constructor arguments, stored in checkpoints so a model can be rebuilt exactly."""
+        return {"num_classes": self.num_classes, "arch": self.arch, "d": self.d,
+                "activation": self.activation}
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        s = self.input_size
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3 \
+                or x.shape[2] != s or x.shape[3] != s:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"DetectorNet(arch={self.arch!r}) expects windows shaped "
+                             f"[B, 3, {s}, {s}] with values in [0, 1]; got {shape}")
+        if not x.is_floating_point():
+            raise ValueError(f"DetectorNet expects float input in [0, 1]; got dtype {x.dtype} "
+                             "(convert uint8 images with x.float() / 255)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        z = self.regressor(self.fc(self.features(x)))
+        z = z.view(x.shape[0], self.num_classes, len(MASK_TYPES), self.d, self.d)
+        if self.activation == "sigmoid":
+            return torch.sigmoid(z)
+        return _StraightThroughClamp.apply(z)
+
+    def layer_table(self) -> List[Tuple[str, str, Tuple[int, ...], int]]:
+        """(name, layer, output shape, parameters) for each leaf layer, for one input window."""
+        rows: List[Tuple[str, str, Tuple[int, ...], int]] = []
+        hooks = []
+        for name, mod in self.named_modules():
+            if len(list(mod.children())) == 0 and not isinstance(mod, (nn.Dropout,)):
+                def hook(m, _inp, out, name=name):
+                    rows.append((name, m.__class__.__name__, tuple(out.shape[1:]),
+                                 sum(p.numel() for p in m.parameters())))
+                hooks.append(mod.register_forward_hook(hook))
+        was_training = self.training
+        try:
+            self.eval()
+            with torch.no_grad():
+                p = next(self.parameters())
+                self(torch.zeros(1, 3, self.input_size, self.input_size, device=p.device))
+        finally:
+            self.train(was_training)
+            for h in hooks:
+                h.remove()
+        return rows
+
+    def describe(self) -> str:
+        """A table of layers, output shapes and parameter counts (used by the book)."""
+        rows = self.layer_table()
+        lines = [f"DetectorNet(arch={self.arch!r}, num_classes={self.num_classes}, d={self.d}, "
+                 f"activation={self.activation!r})",
+                 f"input: [3, {self.input_size}, {self.input_size}]",
+                 f"{'layer':<14}{'type':<19}{'output shape':<20}{'params':>12}"]
+        for name, kind, shape, n in rows:
+            lines.append(f"{name:<14}{kind:<19}{str(list(shape)):<20}{n:>12,}")
+        total = sum(p.numel() for p in self.parameters())
+        lines.append(f"{'total':<53}{total:>12,}")
+        lines.append(f"output: [{self.num_classes}, {len(MASK_TYPES)}, {self.d}, {self.d}] "
+                     f"(classes × mask types {MASK_TYPES} × d × d)")
+        return "\n".join(lines)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
