@@ -1,0 +1,89 @@
+"""DetectorNet (paper Sec. 3): shapes, range, gradients, input checks."""
+import pytest
+import torch
+
+from dnnod.net import DetectorNet
+
+
+@pytest.mark.parametrize("arch,size", [("paper", 225), ("tiny", 96)])
+@pytest.mark.parametrize("activation", ["linear", "sigmoid"])
+def test_output_shape_and_range(arch, size, activation):
+    torch.manual_seed(0)
+    net = DetectorNet(num_classes=3, arch=arch, activation=activation).to("cpu").eval()
+    assert net.input_size == size
+    x = torch.rand(2, 3, size, size)
+    y = net(x)
+    assert y.shape == (2, 3, 5, 24, 24)
+    assert y.min() >= 0 and y.max() <= 1
+
+
+def test_outputs_actually_vary_with_input():
+    torch.manual_seed(0)
+    net = DetectorNet(arch="tiny").eval()
+    y = net(torch.rand(2, 3, 96, 96))
+    assert not torch.allclose(y[0], y[1])
+
+
+def test_d_is_respected():
+    net = DetectorNet(arch="tiny", d=7, num_classes=2)
+    assert net(torch.rand(1, 3, 96, 96)).shape == (1, 2, 5, 7, 7)
+
+
+@pytest.mark.parametrize("arch", ["paper", "tiny"])
+def test_gradient_reaches_first_layer(arch):
+    torch.manual_seed(0)
+    net = DetectorNet(arch=arch).train()
+    s = net.input_size
+    y = net(torch.rand(2, 3, s, s))
+    # Target far from the output, so even clamped units get a gradient (straight-through clamp).
+    loss = ((y - torch.rand_like(y)) ** 2).sum()
+    loss.backward()
+    g = net.features[0].weight.grad
+    assert g is not None and g.abs().sum() > 0
+
+
+def test_straight_through_clamp_gradient_is_identity():
+    """Activation 'linear': forward clamps, backward passes the gradient unchanged (our choice)."""
+    net = DetectorNet(arch="tiny").train()
+    with torch.no_grad():
+        net.regressor.bias.fill_(3.0)     # push every output far above 1
+        net.regressor.weight.zero_()
+    y = net(torch.rand(1, 3, 96, 96))
+    assert torch.all(y == 1.0)
+    y.sum().backward()
+    assert torch.allclose(net.regressor.bias.grad, torch.ones_like(net.regressor.bias))
+
+
+def test_describe_lists_layers_and_parameter_count():
+    net = DetectorNet(arch="paper")
+    text = net.describe()
+    total = sum(p.numel() for p in net.parameters())
+    assert f"{total:,}" in text
+    assert "[256, 5, 5]" in text            # AlexNet's last pooled feature map for 225x225 input
+    assert "[96, 54, 54]" in text            # conv1: 11x11 stride 4 on 225 -> 54
+    # the paper's regression layer: 4096 -> 1 class x 5 types x 24 x 24
+    assert net.regressor.in_features == 4096 and net.regressor.out_features == 2880
+
+
+def test_runs_on_cpu_device_argument():
+    net = DetectorNet(arch="tiny").to(torch.device("cpu"))
+    assert net(torch.rand(1, 3, 96, 96, device="cpu")).device.type == "cpu"
+
+
+@pytest.mark.parametrize("kwargs,msg", [
+    ({"arch": "resnet"}, "arch"), ({"num_classes": 0}, "num_classes"), ({"d": 0}, "d must"),
+    ({"activation": "relu"}, "activation")])
+def test_bad_constructor_args(kwargs, msg):
+    with pytest.raises(ValueError, match=msg):
+        DetectorNet(**kwargs)
+
+
+@pytest.mark.parametrize("x,msg", [
+    (torch.rand(1, 3, 64, 64), r"\[B, 3, 96, 96\]"),
+    (torch.rand(3, 96, 96), r"\[B, 3, 96, 96\]"),
+    (torch.zeros(1, 3, 96, 96, dtype=torch.uint8), "float"),
+])
+def test_bad_input_is_a_clear_error(x, msg):
+    net = DetectorNet(arch="tiny")
+    with pytest.raises(ValueError, match=msg):
+        net(x)
