@@ -25,6 +25,7 @@ from .masks import MASK_TYPES
 
 ARCHS = ("paper", "tiny")
 ACTIVATIONS = ("linear", "sigmoid")
+HEADS = ("fc", "conv")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -82,37 +83,54 @@ class DetectorNet(nn.Module):
         arch: ``"paper"`` (AlexNet, 225×225 input, as in the paper) or ``"tiny"`` (96×96).
         d: output mask resolution (paper: 24).
         activation: ``"linear"`` (default, clamped, see module doc) or ``"sigmoid"``.
+        head: ``"fc"`` (default, the paper: 2 fully connected layers and a fully connected
+            regression layer — no convolutional structure, no smoothness prior) or ``"conv"``
+            (ours, what the field did next: a fully convolutional head that upsamples the last
+            feature map to d×d and predicts the C×5 masks with a 1×1 convolution, so every cell
+            is predicted from the features around it, with far fewer parameters).
     """
 
     def __init__(self, num_classes: int = 1, arch: str = "paper", d: int = 24,
-                 activation: str = "linear") -> None:
+                 activation: str = "linear", head: str = "fc") -> None:
         super().__init__()
         if arch not in _TRUNKS:
             raise ValueError(f"arch must be one of {ARCHS}; got {arch!r}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}; got {activation!r}")
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}; got {head!r}")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be an integer >= 1; got {num_classes!r}")
         self.num_classes, self.arch, self.d = num_classes, arch, check_d(d)
-        self.activation = activation
+        self.activation, self.head = activation, head
         make_trunk, self.input_size = _TRUNKS[arch]
         self.features, hidden, dropout = make_trunk()
         with torch.no_grad():
-            n_feat = self.features(torch.zeros(1, 3, self.input_size, self.input_size)).numel()
-        self.fc = nn.Sequential(
-            nn.Flatten(),
-            nn.Dropout(dropout), nn.Linear(n_feat, hidden), nn.ReLU(inplace=True),
-            nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
-        )
-        # The regression layer that replaces AlexNet's softmax (paper Sec. 3).
-        self.regressor = nn.Linear(hidden, num_classes * len(MASK_TYPES) * d * d)
+            feat = self.features(torch.zeros(1, 3, self.input_size, self.input_size))
+        n_out = num_classes * len(MASK_TYPES)
+        if head == "fc":
+            self.fc = nn.Sequential(
+                nn.Flatten(),
+                nn.Dropout(dropout), nn.Linear(feat.numel(), hidden), nn.ReLU(inplace=True),
+                nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+            )
+            # The regression layer that replaces AlexNet's softmax (paper Sec. 3).
+            self.regressor = nn.Linear(hidden, n_out * d * d)
+        else:
+            c = feat.shape[1]
+            self.fc = nn.Sequential(
+                nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
+                nn.Upsample(size=(d, d), mode="bilinear", align_corners=False),
+                nn.Conv2d(c, 64, 3, padding=1), nn.ReLU(inplace=True),
+            )
+            self.regressor = nn.Conv2d(64, n_out, 1)
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def config(self) -> Dict[str, Any]:
         """Constructor arguments, stored in checkpoints so a model can be rebuilt exactly."""
         return {"num_classes": self.num_classes, "arch": self.arch, "d": self.d,
-                "activation": self.activation}
+                "activation": self.activation, "head": self.head}
 
     def _check_input(self, x: torch.Tensor) -> None:
         s = self.input_size
@@ -160,7 +178,7 @@ class DetectorNet(nn.Module):
         """A table of layers, output shapes and parameter counts (used by the book)."""
         rows = self.layer_table()
         lines = [f"DetectorNet(arch={self.arch!r}, num_classes={self.num_classes}, d={self.d}, "
-                 f"activation={self.activation!r})",
+                 f"activation={self.activation!r}, head={self.head!r})",
                  f"input: [3, {self.input_size}, {self.input_size}]",
                  f"{'layer':<14}{'type':<19}{'output shape':<20}{'params':>12}"]
         for name, kind, shape, n in rows:

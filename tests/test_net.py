@@ -87,3 +87,17 @@ def test_bad_input_is_a_clear_error(x, msg):
     net = DetectorNet(arch="tiny")
     with pytest.raises(ValueError, match=msg):
         net(x)
+
+
+@pytest.mark.parametrize("arch", ["paper", "tiny"])
+def test_fully_convolutional_head(arch):
+    """head='conv' (ours): same interface, far fewer parameters than the paper's FC regression layer."""
+    torch.manual_seed(0)
+    conv = DetectorNet(num_classes=2, arch=arch, head="conv")
+    fc = DetectorNet(num_classes=2, arch=arch, head="fc")
+    s = conv.input_size
+    y = conv(torch.rand(2, 3, s, s))
+    assert y.shape == (2, 2, 5, 24, 24) and y.min() >= 0 and y.max() <= 1
+    assert conv.num_parameters() < fc.num_parameters() / 5
+    assert conv.config()["head"] == "conv"
+    assert DetectorNet(**conv.config()).num_parameters() == conv.num_parameters()
