@@ -335,9 +335,10 @@ def _run(args) -> Dict[str, Any]:
         _set_rng_state(rng)
 
     meta = {"command": "dnnod train " + " ".join(sys.argv[1:]) if sys.argv and "dnnod" in sys.argv[0] else None,
-            "args": {k: v for k, v in vars(args).items()}, "seed": args.seed, "torch": torch.__version__,
+            "args": {k: v for k, v in vars(args).items()}, "seed": args.seed, "torch": str(torch.__version__),
             "device": str(device), "world_size": world, "train_images": len(train_ds),
             "hardware": _hardware(device)}
+    meta = json.loads(json.dumps(meta, default=str))   # plain types only: weights_only=True loads it
 
     def checkpoint_dict(training: bool) -> Dict[str, Any]:
         d = {"format": ckpt.FORMAT, "version": ckpt.VERSION, "kind": args.task,
@@ -383,6 +384,9 @@ def _run(args) -> Dict[str, Any]:
             bar.update(1)
             bar.set_postfix(loss=f"{lv:.3f}")
         epoch_end = step % args.steps_per_epoch == 0
+        saving = epoch_end or bool(args.ckpt_every and step % args.ckpt_every == 0) or step == total
+        if distributed and saving:
+            _sync_buffers(model, world)
         if is_main and epoch_end:
             row = _validate(model, args, val_batches, val_ds, device, step)
             row["train_loss"] = float(np.mean([r["loss"] for r in log_steps[-args.steps_per_epoch:]]))
@@ -390,7 +394,7 @@ def _run(args) -> Dict[str, Any]:
             log_epochs.append(row)
             bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
             model.train()
-        if is_main and (epoch_end or (args.ckpt_every and step % args.ckpt_every == 0) or step == total):
+        if is_main and saving:
             ckpt.save_checkpoint(checkpoint_dict(True), last)
             _write_logs(out, log_steps, log_epochs)
         if args.stop_after is not None and step >= args.stop_after and step < total:
@@ -409,6 +413,18 @@ def _run(args) -> Dict[str, Any]:
                "final_loss": log_steps[-1]["loss"] if log_steps else None,
                "epochs": log_epochs, "model": model}
     return summary
+
+
+def _sync_buffers(model: nn.Module, world: int) -> None:
+    """Average BatchNorm running statistics over the ranks (DDP keeps parameters identical but
+    each rank updates its own running stats), so every rank holds the same model."""
+    import torch.distributed as dist
+    for b in model.buffers():
+        if b.is_floating_point():
+            dist.all_reduce(b)
+            b.div_(world)
+        else:
+            dist.broadcast(b, 0)
 
 
 def _hardware(device: torch.device) -> str:

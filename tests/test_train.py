@@ -1,0 +1,168 @@
+"""Training loop: bit-exact resume, DDP (2 gloo processes), checkpoints, classifier task."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from dnnod import checkpoint as C
+from dnnod.net import DetectorNet
+from dnnod.train import BoxClassifier, make_box_classifier, train
+
+TINY = ["--data", "shapes", "--num-images", "6", "--image-size", "64", "--batch-size", "4",
+        "--d", "6", "--val-images", "0", "--val-batches", "1", "--no-progress", "--threads", "1",
+        "--epochs", "2", "--steps-per-epoch", "3", "--seed", "5"]
+
+
+def _same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_is_bit_exact(tmp_path):
+    full = train(TINY + ["--out", str(tmp_path / "full")])
+    assert full["steps"] == 6 and not full["stopped"]
+    # "killed" after step 3, last checkpoint at step 2 (ckpt-every 2): resume redoes step 3
+    part = train(TINY + ["--out", str(tmp_path / "part"), "--ckpt-every", "2", "--stop-after", "3"])
+    assert part["stopped"] and part["steps"] == 3
+    assert not (tmp_path / "part" / "model.pt").exists()
+    ck = C.read_checkpoint(tmp_path / "part" / "last.pt")
+    assert ck["step"] == 3
+    res = train(TINY + ["--out", str(tmp_path / "part"), "--resume"])
+    assert res["steps"] == 6
+    a = C.read_checkpoint(tmp_path / "full" / "model.pt")["state_dict"]
+    b = C.read_checkpoint(tmp_path / "part" / "model.pt")["state_dict"]
+    _same(a, b)
+    # the optimizer state and the loss log agree too
+    la = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    lb = json.loads((tmp_path / "part" / "metrics.json").read_text())
+    assert [r["loss"] for r in la["steps"]] == [r["loss"] for r in lb["steps"]]
+    assert len(la["epochs"]) == 2 and "val_loss" in la["epochs"][0]
+    # a different seed gives different weights (the comparison above can fail)
+    other = train(TINY + ["--out", str(tmp_path / "other"), "--seed", "6"])
+    c = other["model"].state_dict()
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_loss_decreases_and_model_loads(tmp_path):
+    s = train(TINY + ["--out", str(tmp_path / "r"), "--epochs", "1", "--steps-per-epoch", "12",
+                      "--optimizer", "adam", "--lr", "3e-3"])
+    losses = [r["loss"] for r in json.loads((tmp_path / "r" / "metrics.json").read_text())["steps"]]
+    assert sum(losses[-4:]) < sum(losses[:4])
+    m = C.load_checkpoint(tmp_path / "r" / "model.pt", device="cpu")
+    assert isinstance(m, DetectorNet) and not m.training
+    assert m.class_names == ["circle", "square", "triangle"] and len(m.aspect_ratios) >= 1
+    # the csv logs exist for the book
+    assert (tmp_path / "r" / "metrics_steps.csv").read_text().startswith("step,")
+
+
+def test_classifier_task(tmp_path):
+    s = train(TINY + ["--out", str(tmp_path / "c"), "--task", "classifier", "--epochs", "1"])
+    m = C.load_checkpoint(tmp_path / "c" / "model.pt", device="cpu")
+    assert isinstance(m, BoxClassifier) and m.num_classes == 3
+    img = torch.zeros(3, 64, 64, dtype=torch.uint8)
+    keep = make_box_classifier(m, img, 1)(torch.tensor([[0.0, 0, 20, 20], [10, 10, 50, 60]]))
+    assert keep.dtype == torch.bool and keep.shape == (2,)
+    with pytest.raises(ValueError):
+        make_box_classifier(m, img, 4)
+
+
+def test_bad_options(tmp_path):
+    with pytest.raises(ValueError, match="epochs"):
+        train(TINY + ["--out", str(tmp_path / "x"), "--epochs", "0"])
+    with pytest.raises(ValueError, match="unknown training option"):
+        train(TINY + ["--out", str(tmp_path / "x")], nonsense=1)
+    # resuming with another architecture is refused with a clear message
+    train(TINY + ["--out", str(tmp_path / "y"), "--epochs", "1", "--steps-per-epoch", "1"])
+    with pytest.raises(ValueError, match="--resume"):
+        train(TINY + ["--out", str(tmp_path / "y"), "--d", "8", "--resume"])
+
+
+# ---------------------------------------------------------------- checkpoints
+def test_atomic_save_keeps_old_file(tmp_path, monkeypatch):
+    p = tmp_path / "ck.pt"
+    C.save_checkpoint({"a": torch.ones(2)}, p)
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt("killed mid-write")
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(KeyboardInterrupt):
+        C.save_checkpoint({"a": torch.zeros(2)}, p)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(p, weights_only=True)["a"], torch.ones(2))
+    assert [q.name for q in tmp_path.iterdir()] == ["ck.pt"]        # no temp file left
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        C.read_checkpoint(tmp_path / "none.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pt"):
+        C.load_checkpoint(bad)
+    torch.save({"x": 1}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="not a dnnod checkpoint"):
+        C.read_checkpoint(tmp_path / "foreign.pt")
+    # truncated file
+    m = DetectorNet(2, arch="tiny", d=6)
+    good = tmp_path / "good.pt"
+    C.save_checkpoint({"format": "dnnod", "version": 1, "kind": "localizer", "config": m.config(),
+                       "class_names": ["a", "b"], "aspect_ratios": [1.0], "state_dict": m.state_dict()}, good)
+    (tmp_path / "trunc.pt").write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="trunc.pt"):
+        C.load_checkpoint(tmp_path / "trunc.pt")
+    # wrong class count / arch into an existing model
+    with pytest.raises(ValueError, match="num_classes"):
+        C.load_weights_into(DetectorNet(3, arch="tiny", d=6), good)
+    with pytest.raises(ValueError, match="arch"):
+        C.load_weights_into(DetectorNet(2, arch="paper", d=6), good)
+    with pytest.raises(ValueError, match="classes"):
+        C.load_checkpoint(good, num_classes=3)
+    m2 = C.load_weights_into(DetectorNet(2, arch="tiny", d=6), good)
+    assert m2.class_names == ["a", "b"]
+    with pytest.raises(ValueError, match="available"):
+        C.load_pretrained("imagenet-huge")
+
+
+def test_kmeans_aspect_ratios_recovers_clusters():
+    g = torch.Generator().manual_seed(0)
+    ratios = torch.tensor([0.5, 1.0, 2.0]).repeat(30)
+    h = torch.rand(90, generator=g) * 50 + 10
+    w = h * ratios * (1 + 0.01 * torch.randn(90, generator=g))
+    boxes = torch.stack([torch.zeros(90), torch.zeros(90), w, h], 1)
+    r = C.kmeans_aspect_ratios(boxes, k=3)
+    assert sorted(r) == pytest.approx([0.5, 1.0, 2.0], rel=0.02)
+
+
+# ---------------------------------------------------------------- DDP
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_identical_weights(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys, torch
+        from dnnod.train import train
+        args = {TINY!r} + ["--out", {str(tmp_path / 'ddp')!r}, "--epochs", "1", "--device", "cpu"]
+        s = train(args)
+        torch.save(s["model"].state_dict(), {str(tmp_path)!r} + f"/rank{{os.environ['RANK']}}.pt")
+    """))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+           f"--master_port={_free_port()}", str(script)]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    _same(a, b)
+    init = DetectorNet(3, arch="tiny", d=6).state_dict()
+    assert any(not torch.equal(a[k], init[k]) for k in a if a[k].is_floating_point())
