@@ -78,32 +78,40 @@ class BoxClassifier(nn.Module):
         return self.head(self.features((x - self.mean) / self.std))
 
 
-def make_box_classifier(model: BoxClassifier, image: torch.Tensor, label: int,
-                        device: Any = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The ``classifier(boxes) -> keep`` callback for ``extract_boxes`` (paper Sec. 5.2, filter 2):
-    warps each box of ``image`` (uint8 ``[3, H, W]``) to the classifier input and keeps it when
-    the arg-max class is ``label`` (1-based)."""
+def make_box_classifier(model: BoxClassifier, image: torch.Tensor, label: Optional[int] = None,
+                        device: Any = None) -> Callable[..., torch.Tensor]:
+    """The pruning classifier callback (paper Sec. 5.2, filter 2) for one image: returns
+    ``keep(boxes [N, 4], label=label) -> bool [N]`` that warps each box of ``image`` (uint8
+    ``[3, H, W]``) to the classifier input and keeps it when the arg-max class is ``label``
+    (1-based). Matches ``dnnod.detect.detect(..., classifier=keep)`` (called as
+    ``keep(boxes, label)``) and, with ``label`` fixed here, ``extract_boxes(classifier=keep)``."""
     from torchvision.ops import roi_align
     from ._validate import as_boxes
     dev = next(model.parameters()).device if device is None else torch.device(device)
     if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"image must be uint8 [3, H, W]; got {getattr(image, 'shape', type(image))}")
-    if not 1 <= int(label) <= model.num_classes:
-        raise ValueError(f"label must be in 1..{model.num_classes}; got {label}")
+
+    def check(lab) -> int:
+        if lab is None or not 1 <= int(lab) <= model.num_classes:
+            raise ValueError(f"label must be in 1..{model.num_classes}; got {lab}")
+        return int(lab)
+    default = check(label) if label is not None else None
     img = image.to(dev).float().div(255)[None]
 
-    def keep(boxes: torch.Tensor) -> torch.Tensor:
+    def keep(boxes: torch.Tensor, label: Optional[int] = None) -> torch.Tensor:
+        lab = check(label if label is not None else default)
+        out_dev = boxes.device if torch.is_tensor(boxes) else torch.device("cpu")
         b = as_boxes(boxes, dtype=torch.float32, device=dev)
         if len(b) == 0:
-            return torch.zeros(0, dtype=torch.bool, device=boxes.device if torch.is_tensor(boxes) else None)
+            return torch.zeros(0, dtype=torch.bool, device=out_dev)
         rois = torch.cat([torch.zeros(len(b), 1, device=dev), b], 1)
         crops = roi_align(img, rois, (model.input_size,) * 2, 1.0, -1, True).clamp(0, 1)
         was = model.training
         model.eval()
         with torch.no_grad():
-            out = torch.cat([model(c) for c in crops.split(256)]).argmax(1) == int(label)
+            out = torch.cat([model(c) for c in crops.split(256)]).argmax(1) == lab
         model.train(was)
-        return out.to(boxes.device) if torch.is_tensor(boxes) else out.cpu()
+        return out.to(out_dev)
     return keep
 
 

@@ -66,11 +66,20 @@ def test_classifier_task(tmp_path):
     s = train(TINY + ["--out", str(tmp_path / "c"), "--task", "classifier", "--epochs", "1"])
     m = C.load_checkpoint(tmp_path / "c" / "model.pt", device="cpu")
     assert isinstance(m, BoxClassifier) and m.num_classes == 3
-    img = torch.zeros(3, 64, 64, dtype=torch.uint8)
+    img = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     keep = make_box_classifier(m, img, 1)(torch.tensor([[0.0, 0, 20, 20], [10, 10, 50, 60]]))
     assert keep.dtype == torch.bool and keep.shape == (2,)
     with pytest.raises(ValueError):
         make_box_classifier(m, img, 4)
+    # detect() calls it as keep(boxes, label); the arg-max decides
+    k2 = make_box_classifier(m, img)
+    boxes = torch.tensor([[0.0, 0, 20, 20], [10, 10, 50, 60], [5, 5, 30, 40]])
+    from torchvision.ops import roi_align
+    crops = roi_align(img.float()[None] / 255, [boxes], (m.input_size,) * 2, 1.0, -1, True)
+    with torch.no_grad():
+        arg = m(crops).argmax(1)
+    for lab in (1, 2, 3):
+        assert torch.equal(k2(boxes, lab), arg == lab)
 
 
 def test_bad_options(tmp_path):

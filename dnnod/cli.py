@@ -1,0 +1,154 @@
+"""The ``dnnod`` command: ``train``, ``detect``, ``evaluate``.
+
+    dnnod train --data shapes --out runs/shapes ...           (see ``dnnod train -h``)
+    dnnod detect IMG... --weights shapes-tiny --out DIR         (boxes drawn + detections.json)
+    dnnod evaluate --data pennfudan --split test --weights pennfudan-tiny   (per-class AP table)
+
+``--weights`` takes a checkpoint path or the name of shipped weights (``shapes-tiny``,
+``pennfudan-tiny``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+__all__ = ["main"]
+
+
+def _load(weights: str, device=None):
+    from .checkpoint import WEIGHTS_DIR, load_checkpoint, load_pretrained, pretrained_names
+    p = Path(weights)
+    if p.is_file():
+        return load_checkpoint(p, device=device)
+    if weights in pretrained_names():
+        return load_pretrained(weights, device=device)
+    raise FileNotFoundError(f"--weights {weights!r}: no such file and no shipped weights of that name "
+                            f"(shipped: {pretrained_names()})")
+
+
+def _detect_kwargs(a) -> dict:
+    return {"scales": a.scales, "refine": not a.no_refine, "threshold": a.threshold,
+            "nms_iou": a.nms_iou, "top_k": a.top_k, "device": a.device}
+
+
+def _add_detect_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", required=True, help="checkpoint file or shipped name")
+    p.add_argument("--scales", type=int, default=3)
+    p.add_argument("--no-refine", action="store_true")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--nms-iou", type=float, default=0.5)
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--device", default=None)
+
+
+def _draw(image, det, class_names, path: Path, min_score: float) -> None:
+    """Draw boxes with PIL (kept dependency-free; the book uses dnnod.plot)."""
+    from PIL import Image, ImageDraw
+    im = Image.fromarray(image.permute(1, 2, 0).cpu().numpy())
+    dr = ImageDraw.Draw(im)
+    colors = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180)]
+    for b, s, l in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
+        if s < min_score:
+            continue
+        c = colors[(l - 1) % len(colors)]
+        dr.rectangle(b, outline=c, width=max(2, round(max(im.size) / 250)))
+        name = class_names[l - 1] if class_names and 0 < l <= len(class_names) else str(l)
+        dr.text((b[0] + 3, b[1] + 2), f"{name} {s:.2f}", fill=c)
+    im.save(path)
+
+
+def cmd_detect(a) -> int:
+    from .detect import detect
+    from .image import load_image
+    model = _load(a.weights, a.device)
+    names = list(getattr(model, "class_names", []) or [])
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for src in a.images:
+        img = load_image(src)
+        det = detect(model, img, **_detect_kwargs(a))
+        stem = Path(src).stem
+        _draw(img, det, names, out / f"{stem}_boxes.png", a.min_score)
+        results[str(src)] = [{"box": b, "score": s, "label": l,
+                              "class": names[l - 1] if 0 < l <= len(names) else str(l)}
+                             for b, s, l in zip(det["boxes"].tolist(), det["scores"].tolist(),
+                                                det["labels"].tolist())]
+        print(f"{src}: {len(results[str(src)])} detections -> {out / (stem + '_boxes.png')}")
+    (out / "detections.json").write_text(json.dumps(results, indent=1))
+    return 0
+
+
+def cmd_evaluate(a) -> int:
+    import torch
+    from .data import make_dataset
+    from .evaluate import evaluate_model, format_ap_table
+    model = _load(a.weights, a.device)
+    kw = {}
+    if a.data == "shapes":
+        kw = {"image_size": a.image_size, "seed": a.seed}
+        if a.num_images:
+            kw["num_images"] = a.num_images
+    ds = make_dataset(a.data, a.split, a.root, **kw)
+    if a.limit:
+        sub = torch.utils.data.Subset(ds, list(range(min(a.limit, len(ds)))))
+        sub.class_names = ds.class_names
+        ds = sub
+    res = evaluate_model(model, ds, use_07_metric=not a.all_points, iou_threshold=a.iou,
+                         **_detect_kwargs(a))
+    print(format_ap_table(res, list(getattr(model, "class_names", []) or ds.class_names)))
+    print(f"{res['images']} images, {res['seconds_per_image']:.2f} s/image, AP@{a.iou} "
+          f"({'all-point' if a.all_points else 'VOC07 11-point'})")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"ap": {str(k): v for k, v in res["ap"].items()},
+                                            "map": res["map"], "images": res["images"],
+                                            "seconds_per_image": res["seconds_per_image"]}, indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .train import build_parser as train_parser
+    p = argparse.ArgumentParser(prog="dnnod", description="DetectorNet (Szegedy et al., NeurIPS 2013)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    train_parser(sub.add_parser("train", help="train a localizer or classifier"))
+    d = sub.add_parser("detect", help="detect objects in images, write drawings + JSON")
+    d.add_argument("images", nargs="+")
+    d.add_argument("--out", required=True)
+    d.add_argument("--min-score", type=float, default=float("-inf"), help="only draw boxes above this score")
+    _add_detect_opts(d)
+    e = sub.add_parser("evaluate", help="VOC AP of a network on a dataset")
+    e.add_argument("--data", choices=("shapes", "voc", "pennfudan"), default="shapes")
+    e.add_argument("--root", default=None)
+    e.add_argument("--split", default="test", help="shapes/pennfudan split or VOC image set")
+    e.add_argument("--num-images", type=int, default=None)
+    e.add_argument("--image-size", type=int, default=192)
+    e.add_argument("--seed", type=int, default=0, help="shapes generator seed")
+    e.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    e.add_argument("--iou", type=float, default=0.5)
+    e.add_argument("--all-points", action="store_true", help="all-point AP instead of VOC07 11-point")
+    e.add_argument("--json", default=None, help="also write the result here")
+    _add_detect_opts(e)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.cmd == "train":
+            from .train import _run
+            s = _run(args)
+            print(json.dumps({k: v for k, v in s.items() if k not in ("model", "epochs")}))
+            return 0
+        if args.cmd == "detect":
+            return cmd_detect(args)
+        return cmd_evaluate(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"dnnod {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
