@@ -310,8 +310,7 @@ def pipeline_figure(image: ImageLike, windows, masks, window, boxes, refined=Non
         ax.set_title(MASK_TYPES[k], fontsize=7, pad=2)
     ax_title = fig.add_subplot(sub[1, 2])
     ax_title.axis("off")
-    ax_title.text(0.5, 0.5, "4. " + title_masks.replace(" of ", "\nof "), ha="center", va="center",
-                  fontsize=8)
+    ax_title.text(0.05, 0.5, "4. " + title_masks, ha="left", va="center", fontsize=8, wrap=True)
     ax_box = fig.add_subplot(gs[:, 7:9])
     show_image(ax_box, image, title=f"5. {len(boxes)} boxes")
     draw_boxes(ax_box, boxes, linewidth=1.5, text=False)

@@ -46,6 +46,13 @@ class Panel(W.VBox):
         if not self.hold:
             self.refresh()
 
+    def snapshot(self):
+        """The current picture as a static ``IPython.display.Image``: the figure beside a widget
+        that GitHub and the HTML page show even where widgets do not run."""
+        from IPython.display import Image
+
+        return Image(data=self.image.value, format="png")
+
     def refresh(self) -> None:
         """Redraw the picture and the numbers from the controls' current values."""
         png, html = self._render()
