@@ -1,0 +1,123 @@
+"""The whole inference pipeline — paper Sec. 5–6 (PAPER.md §5–7), Algorithm 1:
+
+image → windows of 3 scales → network (all windows in one batch) → masks merged by max per scale
+→ boxes per scale and class (Eq. 2 threshold, Eq. 3 ranking, optional classifier, NMS, top 5)
+→ refinement of those 15 per class → per-class NMS → ``{"boxes", "scores", "labels"}``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional, Sequence
+
+import torch
+
+from .image import ImageLike, load_image, image_size as _image_size
+from .localize import (DEFAULT_ASPECT_RATIOS, DEFAULT_SIZES, DEFAULT_SURROUND, NMS_MODES,
+                       extract_boxes_batch, make_lattice)
+from .multiscale import merge_masks, scale_windows
+from .predict import NetPredictor
+from .refine import final_nms, refine_boxes
+
+
+def as_predictor(predictor_or_model, device=None):
+    """A mask predictor as is; an ``nn.Module`` (a DetectorNet) wrapped in :class:`NetPredictor`."""
+    if isinstance(predictor_or_model, torch.nn.Module):
+        return NetPredictor(predictor_or_model, device=device)
+    if not callable(predictor_or_model) or not hasattr(predictor_or_model, "num_classes") \
+            or not hasattr(predictor_or_model, "d"):
+        raise ValueError("detect needs a DetectorNet or a mask predictor: a callable "
+                         "(image, windows) -> [K, C, 5, d, d] with .num_classes and .d; got "
+                         f"{type(predictor_or_model).__name__}")
+    return predictor_or_model
+
+
+def detect(predictor_or_model, image: ImageLike, *, scales: int = 3, refine: bool = True,
+           aspect_ratios: Optional[Sequence[float]] = None, threshold: float = 0.5,
+           nms_iou: float = 0.5, top_k: int = 5,
+           classifier: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None,
+           device=None, return_intermediates: bool = False, stride: float = 5,
+           sizes: Sequence[float] = DEFAULT_SIZES, surround: float = DEFAULT_SURROUND,
+           overlap: float = 0.2, refine_factor: float = 1.2, nms_mode: str = "iou") -> Dict:
+    """Detect objects in one image (paper Sec. 5–6).
+
+    predictor_or_model: a mask predictor (:mod:`dnnod.predict`) or a ``DetectorNet`` (wrapped
+    in :class:`~dnnod.predict.NetPredictor` on ``device``). image: tensor / PIL / path.
+    aspect_ratios: candidate shapes; default the predictor's ``aspect_ratios`` (set by the
+    checkpoint loader), else :data:`dnnod.localize.DEFAULT_ASPECT_RATIOS`.
+    classifier: optional ``classifier(boxes [N, 4], label) -> bool [N]`` keeping the boxes it
+    assigns to class ``label`` (1-based) — the paper's pruning classifier.
+
+    Returns ``{"boxes" [N, 4] float, "scores" [N] (Eq. 3), "labels" [N] int64 1-based}`` in image
+    pixels, best first. With ``return_intermediates`` also ``image_size`` (H, W), per scale
+    ``windows``, ``window_masks [K_s, C, 5, d, d]``, ``merged_masks [C, 5, Dy, Dx]``, per scale
+    and class ``candidates`` / ``candidate_scores`` (past the Eq. 2 threshold, ranked) and
+    ``candidates_nms`` / ``candidate_scores_nms``, and the stage-1 ``boxes_before_refine``,
+    ``scores_before_refine``, ``labels_before_refine`` (and ``refine_crops`` /
+    ``refine_masks`` when refining).
+    """
+    pred = as_predictor(predictor_or_model, device)
+    if nms_mode not in NMS_MODES:
+        raise ValueError(f"nms_mode must be one of {NMS_MODES}; got {nms_mode!r}")
+    img = load_image(image)
+    H, W = _image_size(img)
+    if aspect_ratios is None:
+        aspect_ratios = getattr(pred, "aspect_ratios", None)
+    if aspect_ratios is None:
+        aspect_ratios = DEFAULT_ASPECT_RATIOS
+    C = int(pred.num_classes)
+    windows = scale_windows((H, W), scales, overlap)
+    all_masks = pred(img, torch.cat(windows))                      # one batch for all scales
+    if all_masks.dim() != 5 or all_masks.shape[0] != sum(len(w) for w in windows) \
+            or all_masks.shape[1] != C or all_masks.shape[2] != 5:
+        raise ValueError(f"the predictor returned masks of shape {tuple(all_masks.shape)}; "
+                         f"expected [K, {C}, 5, d, d]")
+    window_masks = list(torch.split(all_masks, [len(w) for w in windows]))
+    region = (0.0, 0.0, float(W), float(H))
+    # The candidate lattice depends only on the region, so all scales and classes share it.
+    lat = make_lattice(region, aspect_ratios, sizes=sizes, stride=stride)
+    classifiers = None if classifier is None else \
+        [(lambda boxes, c=c: classifier(boxes, c)) for c in range(1, C + 1)]
+    merged, cands, cand_s, cands_nms, cand_nms_s = [], [], [], [], []
+    b1, s1, l1 = [], [], []
+    for wm, win in zip(window_masks, windows):
+        m = merge_masks(wm, win, (H, W))
+        merged.append(m)
+        res = extract_boxes_batch(m, region, threshold=threshold, nms_iou=nms_iou, top_k=top_k,
+                                  classifiers=classifiers, surround=surround, nms_mode=nms_mode,
+                                  return_all=return_intermediates, lattice=lat)
+        per_c, per_cs, per_n, per_ns = [], [], [], []
+        for c, r in enumerate(res):
+            b1.append(r[0])
+            s1.append(r[1])
+            l1.append(torch.full((len(r[0]),), c + 1, dtype=torch.long))
+            if return_intermediates:
+                per_c.append(r[2]["candidates"])
+                per_cs.append(r[2]["candidate_scores"])
+                per_n.append(r[2]["candidates_nms"])
+                per_ns.append(r[2]["candidate_scores_nms"])
+        cands.append(per_c)
+        cand_s.append(per_cs)
+        cands_nms.append(per_n)
+        cand_nms_s.append(per_ns)
+    boxes1, scores1, labels1 = torch.cat(b1), torch.cat(s1), torch.cat(l1)
+    extra: Dict = {}
+    if refine and len(boxes1):
+        res = refine_boxes(pred, img, boxes1, labels1, aspect_ratios, factor=refine_factor,
+                           stride=stride, surround=surround, nms_iou=nms_iou,
+                           nms_mode=nms_mode, return_all=return_intermediates)
+        boxes, scores, labels = res[:3]
+        if return_intermediates:
+            extra = {"refine_crops": res[3]["crops"], "refine_masks": res[3]["crop_masks"]}
+    else:
+        keep = final_nms(boxes1, scores1, labels1, nms_iou, nms_mode)
+        boxes, scores, labels = boxes1[keep], scores1[keep], labels1[keep]
+    out = {"boxes": boxes.float().reshape(-1, 4), "scores": scores.float(),
+           "labels": labels.long()}
+    if return_intermediates:
+        out.update({"image_size": (H, W), "windows": windows, "window_masks": window_masks,
+                    "merged_masks": merged, "candidates": cands, "candidate_scores": cand_s,
+                    "candidates_nms": cands_nms, "candidate_scores_nms": cand_nms_s,
+                    "boxes_before_refine": boxes1, "scores_before_refine": scores1,
+                    "labels_before_refine": labels1, "aspect_ratios": torch.as_tensor(
+                        aspect_ratios, dtype=torch.float64)})
+        out.update(extra)
+    return out
