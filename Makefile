@@ -39,9 +39,13 @@ test: install
 	$(PY) -m pytest tests
 	$(MAKE) test-nb
 
+# nbval re-runs every chapter and compares its text outputs with the stored ones (strict; the
+# sanitize file masks versions, devices, addresses and timings; widget cells are tagged
+# nbval-ignore-output). Chapters are written in book/_src and built by book/_tools/build_notebooks.py.
 test-nb: install
 	@if ls book/*.ipynb >/dev/null 2>&1; then \
-	  $(PY) -m pytest --nbval book/ --sanitize-with book/nbval_sanitize.cfg -p no:cacheprovider; \
+	  $(PY) -m pytest --nbval --nbval-current-env --nbval-cell-timeout=300 \
+	    --nbval-sanitize-with book/nbval_sanitize.cfg -p no:cacheprovider book/*.ipynb; \
 	else echo "no chapter notebooks yet"; fi
 
 bench: install
