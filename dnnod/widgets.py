@@ -56,6 +56,9 @@ class Panel(W.VBox):
     def refresh(self) -> None:
         """Redraw the picture and the numbers from the controls' current values."""
         png, html = self._render()
+        # Show the picture at its own size (pages may stretch images to their full width);
+        # a PNG stores its width in bytes 16-20 of the IHDR chunk.
+        self.image.width = str(int.from_bytes(png[16:20], "big"))
         self.image.value = png
         self.info.value = html
         self.renders += 1

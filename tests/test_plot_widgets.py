@@ -114,6 +114,8 @@ def test_iou_widget_updates_picture_and_number():
     assert "IoU 0.000" in w.info.value
     snap = w.snapshot()
     assert snap.data == w.image.value
+    import io
+    assert w.image.width == str(Image.open(io.BytesIO(w.image.value)).size[0])   # natural size
     with pytest.raises(ValueError):
         widgets.iou_widget(box_a=(5, 5, 5, 9))
 
