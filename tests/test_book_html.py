@@ -8,11 +8,14 @@ Set ``DNNOD_BOOK_HTML`` to check another build folder.
 """
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Dict, List
@@ -135,26 +138,62 @@ def test_page_has_offline_widget_js_and_colab_button(page):
 
 
 # ------------------------------------------------------------------------------ in the browser
-def _chromium(path: Path) -> subprocess.CompletedProcess:
+class _Server:
+    """The build served over HTTP on localhost, recording every request and its status: a
+    file:// page reports no missing file, a served one shows each 404 (fonts and scripts that
+    the widget manager or MathJax load later included)."""
+
+    def __init__(self, root: Path) -> None:
+        self.requests: List[tuple] = []
+        outer = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_request(self, code="-", size="-"):
+                outer.requests.append((self.path, int(code) if str(code).isdigit() else code))
+
+            def log_message(self, *args):  # quiet
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    if not HTML.is_dir():
+        pytest.skip(f"no book build in {HTML}: run `make book` first (make test does)")
+    srv = _Server(HTML)
+    yield srv
+    srv.close()
+
+
+def _chromium(url: str) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory(prefix="dnnod-chromium-") as profile:
         return subprocess.run(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--virtual-time-budget=10000",
-             "--enable-logging=stderr", "--v=0", "--dump-dom", path.resolve().as_uri()],
+             "--enable-logging=stderr", "--v=0", "--dump-dom", url],
             capture_output=True, text=True, timeout=120)
 
 
-_REPORT: List[str] = []
-
-
 @pytest.mark.parametrize("page", PAGES)
-def test_page_in_headless_chromium(page, capsys):
+def test_page_in_headless_chromium(page, server, capsys):
     path = _html(page)
     if CHROMIUM is None:
         pytest.skip("chromium not installed (apt-get install -y chromium; .ci/run does it as "
                     "root): the browser check of the book is skipped")
-    r = _chromium(path)
+    server.requests.clear()
+    r = _chromium(f"{server.url}/{page}.html")
+    failed = [f"{p} -> {c}" for p, c in server.requests
+              if not (isinstance(c, int) and c < 400) and p != "/favicon.ico"]   # browser's own
     assert r.returncode == 0, f"chromium failed on {page}: {r.stderr[-2000:]}"
     console = [m.group("msg") + "  (" + m.group("src").rsplit("/", 1)[-1] + ")"
                for m in CONSOLE_RE.finditer(r.stderr)]
@@ -168,12 +207,12 @@ def test_page_in_headless_chromium(page, capsys):
     line = (f"{page}: {dom.views} widget views, {len(dom.areas)} rendered "
             f"({sum(a['widgets'] for a in dom.areas)} widget elements, "
             f"{sum(a['images'] for a in dom.areas)} images; {', '.join(k[7:] for k in kinds)}), "
-            f"{dom.mathjax} equations typeset, {len(errors)} JS errors, "
-            f"{len(console)} console lines")
-    _REPORT.append(line)
+            f"{dom.mathjax} equations typeset, {len(server.requests)} requests "
+            f"({len(failed)} failed), {len(errors)} JS errors")
     with capsys.disabled():
         print("\n[browser check] " + line)
     assert not errors, f"{page}: JavaScript errors in Chromium:\n" + "\n".join(errors)
+    assert not failed, f"{page}: failed requests (404?):\n" + "\n".join(failed)
     assert len(dom.areas) == dom.views, \
         f"{page}: {dom.views} widget views but {len(dom.areas)} rendered"
     assert not empty, f"{page}: widget areas {empty} rendered empty"

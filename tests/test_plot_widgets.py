@@ -180,7 +180,7 @@ def test_vendored_widget_js_is_wired_into_the_config():
     static = [ROOT / p for p in sph["html_static_path"]]
     assert all(p.is_dir() and p.name != "_static" for p in static)
     js = list(sph["nb_ipywidgets_js"])
-    assert [Path(j).name for j in js] == ["mathjax2-shim.js", "require.js", "embed-amd.js"]
+    assert [Path(j).name for j in js] == ["widgets-setup.js", "require.js", "embed-amd.js"]
     for j in js + [sph["mathjax_path"]]:
         assert "://" not in j, f"{j} would load from the network"
         assert any((p / j).is_file() for p in static), f"{j} is not vendored"
