@@ -22,7 +22,7 @@ from ._validate import BoxesLike, RectLike, as_boxes, as_rect
 from .localize import (DEFAULT_SIZES, DEFAULT_SURROUND, box_scores, extract_boxes, mask_score)
 from .masks import MASK_TYPES, box_parts
 
-__all__ = ["MaskEditor", "mask_editor_widget", "eq3_terms", "BRUSH_MODES"]
+__all__ = ["MaskEditor", "mask_editor_widget", "eq3_terms", "sampler_widget", "BRUSH_MODES"]
 
 BRUSH_MODES = ("paint", "erase", "drag")
 KindLike = Union[str, int, Sequence[Union[str, int]]]
@@ -450,4 +450,109 @@ def mask_editor_widget(image, sources: Mapping[str, torch.Tensor], region: Optio
     c["source"].observe(on_source, names="value")
     panel.controls.update(buttons)
     panel.apply, panel.undo, panel.reset = on_apply, on_undo, on_reset
+    return panel
+
+
+# ---------------------------------------------------------------------------------- chapter 5
+def sampler_widget(sampler, pool: int = 240, seed: int = 0, class_names: Optional[Sequence[str]] = None):
+    """Explore the paper's localizer sampler (Sec. 4, :class:`dnnod.sampler.LocalizerSampler`):
+    pick an image, positive or negative, a sample and a class ("auto": the class with the most
+    target mass); see the window on the image, the
+    crop the network gets and its five Eq. 1 targets for that class.
+
+    ``pool`` windows are drawn once with ``sampler.windows`` (seeded), exactly as training draws
+    them; the controls browse that pool. (Lives here, beside the mask editor, so that chapters 5
+    and 6 share one module of their own; drawing goes through :mod:`dnnod.plot`.)
+    """
+    import ipywidgets as W
+
+    from . import plot
+    from .widgets import Panel
+
+    if isinstance(pool, bool) or not isinstance(pool, int) or pool < 2:
+        raise ValueError(f"pool must be an integer >= 2; got {pool!r}")
+    bank = sampler.bank
+    C = int(sampler.C)
+    names = list(class_names) if class_names is not None else [str(c + 1) for c in range(C)]
+    if len(names) != C:
+        raise ValueError(f"class_names has {len(names)} names for {C} classes")
+    img_idx, wins, positive = sampler.windows(pool, torch.Generator().manual_seed(int(seed)))
+    images = sorted(set(img_idx.tolist()))
+    style = {"description_width": "60px"}
+    c = {
+        "image": W.Dropdown(options=[(f"image {i}", i) for i in images], value=images[0],
+                            description="image", style=style, layout=W.Layout(width="200px")),
+        "kind": W.ToggleButtons(options=["positive", "negative"], value="positive",
+                                description="window", style={"description_width": "60px",
+                                                             "button_width": "80px"}),
+        "sample": W.IntSlider(value=0, min=0, max=0, description="sample", continuous_update=False,
+                              style=style, layout=W.Layout(width="300px")),
+        "cls": W.ToggleButtons(options=[("auto", -1)] + [(n, k) for k, n in enumerate(names)], value=-1,
+                               description="class", style={"description_width": "60px",
+                                                           "button_width": "80px"}),
+    }
+
+    def matches() -> torch.Tensor:
+        want = c["kind"].value == "positive"
+        return torch.nonzero((img_idx == c["image"].value) & (positive == want)).flatten()
+
+    def render():
+        import matplotlib.pyplot as plt
+
+        sel = matches()
+        W_, H_ = (int(v) for v in bank.sizes[c["image"].value].tolist())
+        img = bank.images[c["image"].value, :, :H_, :W_]
+        lab = bank.labels[c["image"].value]
+        gt = bank.boxes[c["image"].value][lab > 0]
+        gl = lab[lab > 0]
+        fig = plt.figure(figsize=(12.5, 2.7))
+        gs = fig.add_gridspec(1, 7, width_ratios=[1.2, 1, 1, 1, 1, 1, 1], wspace=0.1)
+        ax0 = fig.add_subplot(gs[0])
+        plot.show_image(ax0, img, title=f"image {c['image'].value}: {len(sel)} {c['kind'].value}")
+        plot.draw_boxes(ax0, gt, labels=gl.tolist(), class_names=names, linewidth=1, text=False)
+        if len(sel) == 0:
+            for k in range(6):
+                fig.add_subplot(gs[k + 1]).axis("off")
+            return plot.fig_to_png(fig), (f"No {c['kind'].value} window of this image in the pool "
+                                          f"of {pool}: pick another image.")
+        i = int(sel[min(c["sample"].value, len(sel) - 1)])
+        w = wins[i]
+        plot.draw_boxes(ax0, wins[sel], color="white", linewidth=0.6, alpha=0.5, text=False)
+        plot.draw_boxes(ax0, w[None], color="#ffd600" if positive[i] else "#d62728", linewidth=2.5,
+                        text=False)
+        crop = bank.crop(img_idx[i:i + 1], w[None], sampler.S)[0]
+        every = sampler.targets(img_idx[i:i + 1], w[None])[0]                     # [C, 5, d, d]
+        # "auto": the class with the most target mass (a positive's class; the sampler draws
+        # the class internally and a window is negative *for that class* only)
+        cls = int(every[:, 0].sum((1, 2)).argmax()) if c["cls"].value < 0 else int(c["cls"].value)
+        tgt = every[cls]
+        plot.show_image(fig.add_subplot(gs[1]), crop, title=f"crop → {sampler.S}×{sampler.S}")
+        for k in range(5):
+            plot.draw_mask(fig.add_subplot(gs[k + 2]), tgt[k], title=f"{names[cls]}: {MASK_TYPES[k]}")
+        # how much of each object of the image the window holds (the 80 % rule)
+        lt = torch.maximum(w[:2], gt[:, :2])
+        rb = torch.minimum(w[2:], gt[:, 2:])
+        cover = (rb - lt).clamp(min=0).prod(1) / (gt[:, 2:] - gt[:, :2]).prod(1)
+        held = ", ".join(f"{names[int(l) - 1]} {100 * float(v):.0f}%" for l, v in zip(gl, cover)
+                         if v > 0) or "nothing"
+        html = (f"window ({', '.join(f'{float(v):.0f}' for v in w)}), {float(w[2] - w[0]):.0f} px wide "
+                f"of {W_}; it holds: {held}. Mass of the {names[cls]} full target: "
+                f"{float(tgt[0].sum()):.1f} cells.")
+        return plot.fig_to_png(fig), html
+
+    def on_filter(_change=None):
+        panel.hold = True
+        n = len(matches())
+        c["sample"].max = max(0, n - 1)
+        c["sample"].value = min(c["sample"].value, max(0, n - 1))
+        panel.hold = False
+        panel.refresh()
+
+    layout = W.VBox([W.HBox([c["image"], c["sample"]]), c["kind"], c["cls"]])
+    panel = Panel(c, render, layout, title="The localizer's training windows")
+    for k in ("image", "kind"):
+        c[k].unobserve(panel._on_change, names="value")
+        c[k].observe(on_filter, names="value")
+    on_filter()
+    panel.pool = {"img_idx": img_idx, "windows": wins, "positive": positive}
     return panel

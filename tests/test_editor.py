@@ -212,3 +212,34 @@ def test_widget_apply_undo_reset_and_source_switch():
     assert "No box" in panel.info.value
     c["threshold"].value = 0.0
     assert panel.editor.threshold == 0.0
+
+
+def test_sampler_widget_browses_the_samplers_windows():
+    from dnnod.data import ShapesDataset
+    from dnnod.editor import sampler_widget
+    from dnnod.sampler import ImageBank, LocalizerSampler
+
+    ds = ShapesDataset("train", num_images=4, image_size=96, seed=0)
+    bank = ImageBank(ds)
+    sampler = LocalizerSampler(bank, 3, 48, d=12)
+    panel = sampler_widget(sampler, pool=40, seed=0, class_names=ds.class_names)
+    pool = panel.pool
+    assert pool["positive"].float().mean() == pytest.approx(0.4, abs=0.01)   # the sampler's 40 %
+    c = panel.controls
+    for kind in ("positive", "negative"):
+        c["kind"].value = kind
+        n = int(((pool["img_idx"] == c["image"].value) & (pool["positive"] == (kind == "positive"))).sum())
+        assert c["sample"].max == max(0, n - 1)
+        if n:
+            i = int(torch.nonzero((pool["img_idx"] == c["image"].value)
+                                  & (pool["positive"] == (kind == "positive")))[0])
+            w = pool["windows"][i]
+            assert f"window ({', '.join(f'{float(v):.0f}' for v in w)})" in panel.info.value
+    # each class has its own targets (and title): the pictures of the three classes differ
+    pngs = set()
+    for k in range(3):
+        c["cls"].value = k
+        pngs.add(panel.image.value)
+    assert len(pngs) == 3
+    with pytest.raises(ValueError, match="class_names"):
+        sampler_widget(sampler, pool=10, class_names=["a"])
