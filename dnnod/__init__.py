@@ -11,3 +11,5 @@ from .loss import mask_loss
 __version__ = "0.1.0"
 __all__ = ["MASK_TYPES", "mask_targets", "mask_targets_batch", "DetectorNet", "mask_loss"]
 from .checkpoint import load_pretrained
+from .detect import detect
+from .predict import GroundTruthPredictor, NetPredictor
