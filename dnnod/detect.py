@@ -36,7 +36,7 @@ def detect(predictor_or_model, image: ImageLike, *, scales: int = 3, refine: boo
            classifier: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None,
            device=None, return_intermediates: bool = False, stride: float = 5,
            sizes: Sequence[float] = DEFAULT_SIZES, surround: float = DEFAULT_SURROUND,
-           overlap: float = 0.2, refine_factor: float = 1.2, nms_mode: str = "iou") -> Dict:
+           overlap: float = 0.2, refine_factor: float = 1.2, nms_mode: str = "dpm") -> Dict:
     """Detect objects in one image (paper Sec. 5–6).
 
     predictor_or_model: a mask predictor (:mod:`dnnod.predict`) or a ``DetectorNet`` (wrapped

@@ -35,6 +35,7 @@ processed in chunks so peak extra memory stays bounded (≈ 100 MB for a 1000×1
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -57,6 +58,23 @@ DEFAULT_SURROUND = 1.5
 DEFAULT_PRE_NMS = 4000
 NMS_MODES = ("iou", "dpm")
 _FULL, _TOP, _BOTTOM, _LEFT, _RIGHT = range(5)
+
+
+def serial(fn):
+    """Run ``fn`` with one intra-op thread. Box scoring is many small tensor ops (each well under
+    a few MB), whose OpenMP fork/join costs more than it saves — on a busy 2-core machine up to
+    100× more. The network forward keeps all threads."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        n = torch.get_num_threads()
+        if n == 1:
+            return fn(*args, **kwargs)
+        torch.set_num_threads(1)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(n)
+    return wrapper
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -141,6 +159,7 @@ def _to_cells(boxes: torch.Tensor, region: torch.Tensor, dy: int, dx: int) -> to
                         (boxes[:, 2] - region[0]) * sx, (boxes[:, 3] - region[1]) * sy], -1)
 
 
+@serial
 def mask_score(masks: torch.Tensor, boxes: BoxesLike, region: RectLike) -> torch.Tensor:
     """Eq. 2, ``S(bb, m)``: mean mask value inside each box, exact for boxes cutting cells.
 
@@ -166,6 +185,7 @@ def _scale_about_centre(boxes: torch.Tensor, factor: float) -> torch.Tensor:
     return torch.cat([c - half, c + half], -1)
 
 
+@serial
 def box_scores(masks: torch.Tensor, boxes: BoxesLike, region: RectLike, *,
                surround: float = DEFAULT_SURROUND, clip: Optional[RectLike] = None) -> torch.Tensor:
     """Eq. 3, ``S(bb) = Σ_h S(bb(h), m^h) − S(bb(h̄), m^h)`` for arbitrary boxes.
@@ -211,6 +231,7 @@ def box_scores(masks: torch.Tensor, boxes: BoxesLike, region: RectLike, *,
 
 
 # ----------------------------------------------------------------------------- aspect ratios
+@serial
 def kmeans_aspect_ratios(boxes: BoxesLike, k: int = 10, seed: int = 0, *, iters: int = 100,
                          n_init: int = 4) -> torch.Tensor:
     """The candidate aspect ratios (w / h): k-means on ``log(w / h)`` of training boxes (Sec. 5.2).
@@ -270,7 +291,11 @@ class Lattice:
     y0: torch.Tensor
     nx: torch.Tensor                     # [S] int64
     ny: torch.Tensor
-    stride: float
+    stride: Union[float, torch.Tensor]   # a number, or one per shape ([S]) for grouped lattices
+    #: Grouped lattices (:func:`concat_lattices`): the mask set / region index of each shape
+    #: ``[S]`` and each shape's region ``[S, 4]``; None for a single region.
+    group: Optional[torch.Tensor] = None
+    shape_region: Optional[torch.Tensor] = None
 
     @property
     def num_shapes(self) -> int:
@@ -293,8 +318,9 @@ class Lattice:
         s = torch.searchsorted(torch.cumsum(counts, 0), index, right=True)
         r = index - start[s]
         q, p = r // self.nx[s], r % self.nx[s]
-        x1 = self.x0[s] + p.double() * self.stride
-        y1 = self.y0[s] + q.double() * self.stride
+        st = self.stride[s] if isinstance(self.stride, torch.Tensor) else self.stride
+        x1 = self.x0[s] + p.double() * st
+        y1 = self.y0[s] + q.double() * st
         return torch.stack([x1, y1, x1 + self.w[s], y1 + self.h[s]], -1)
 
 
@@ -337,6 +363,18 @@ def make_lattice(region: RectLike, aspect_ratios: Optional[Sequence[float]] = No
     return Lattice(r, w, h, x0, y0, nx, ny, float(stride))
 
 
+def concat_lattices(lats: Sequence[Lattice]) -> Lattice:
+    """One grouped lattice from the lattices of G regions (e.g. the refinement crops), so that
+    G mask sets ``[G, 5, dy, dx]`` are scored in one vectorised pass; group g = ``lats[g]``."""
+    cat = lambda f: torch.cat([getattr(l, f) for l in lats])
+    group = torch.cat([torch.full((l.num_shapes,), g, dtype=torch.long) for g, l in enumerate(lats)])
+    stride = torch.cat([torch.full((l.num_shapes,), float(l.stride), dtype=torch.float64)
+                        for l in lats])
+    regions = torch.stack([l.region for l in lats])
+    return Lattice(regions[0], cat("w"), cat("h"), cat("x0"), cat("y0"), cat("nx"), cat("ny"),
+                   stride, group, regions[group])
+
+
 def candidate_boxes(image_size: Tuple[float, float], aspect_ratios: Optional[Sequence[float]] = None,
                     sizes: Sequence[float] = DEFAULT_SIZES, stride: float = 5) -> torch.Tensor:
     """All candidate boxes of Sec. 5.2 for an image of ``image_size = (H, W)`` (torch order):
@@ -349,23 +387,23 @@ def candidate_boxes(image_size: Tuple[float, float], aspect_ratios: Optional[Seq
 
 
 # ----------------------------------------------------------------------------- fast path
-def _overlaps(a: torch.Tensor, b: torch.Tensor, e0: float, cell: float, n: int,
+def _overlaps(a: torch.Tensor, b: torch.Tensor, cell: torch.Tensor, n: int,
               open_ends: bool = False) -> torch.Tensor:
     """Overlap length of intervals [a, b] (``[S, P]``) with the n cells of one axis: ``[S, P, n]``.
 
     Row k is the difference of the integral image's interpolation weights at b and at a, so
     ``Dy · m · Dxᵀ`` samples the integral image at the lattice points (exact, see module doc)."""
-    edges = e0 + cell * torch.arange(n + 1, dtype=a.dtype)
+    edges = cell[:, None].to(a.dtype) * torch.arange(n + 1, dtype=a.dtype)     # [S, n+1]
     if open_ends:             # border cells replicated outwards (see box_scores' clip)
-        edges[0], edges[-1] = -math.inf, math.inf
-    lo = torch.maximum(a[..., None], edges[:-1])
-    hi = torch.minimum(b[..., None], edges[1:])
+        edges[:, 0], edges[:, -1] = -math.inf, math.inf
+    lo = torch.maximum(a[..., None], edges[:, None, :-1])
+    hi = torch.minimum(b[..., None], edges[:, None, 1:])
     return (hi - lo).clamp_(min=0)
 
 
-def _axis(start: torch.Tensor, n: torch.Tensor, size: torch.Tensor, stride: float, lo: float,
-          hi: float, cells: int, surround: float, dtype: torch.dtype,
-          clip: Optional[Tuple[float, float]] = None):
+def _axis(start: torch.Tensor, n: torch.Tensor, size: torch.Tensor, stride, lo: torch.Tensor,
+          hi: torch.Tensor, cells: int, surround: float, dtype: torch.dtype,
+          c_lo: torch.Tensor, c_hi: torch.Tensor):
     """Overlap matrices of all shapes along one axis, padded to the longest lattice:
     (full, first half, second half, surround) each ``[S, P, cells]``, surround lengths ``[S, P]``.
 
@@ -373,17 +411,18 @@ def _axis(start: torch.Tensor, n: torch.Tensor, size: torch.Tensor, stride: floa
     float32 keeps ~1e-4 px accuracy for any image size."""
     P = int(n.max())
     k = torch.arange(P, dtype=torch.float64)
-    a = (start - lo)[:, None] + k[None] * stride                   # [S, P], relative to lo
+    st = stride[:, None] if isinstance(stride, torch.Tensor) else stride
+    a = (start - lo)[:, None] + k[None] * st                       # [S, P], relative to lo
     valid = k[None] < n[:, None]
     a = torch.where(valid, a, torch.zeros_like(a))
     b = torch.where(valid, a + size[:, None], a)                   # padding -> empty interval
     m = (a + b) / 2
     half = (b - a) * (surround / 2)
-    c_lo, c_hi = (lo, hi) if clip is None else clip
-    ea, eb = (m - half).clamp(min=c_lo - lo), (m + half).clamp(max=c_hi - lo)
+    ea = torch.maximum(m - half, (c_lo - lo)[:, None])
+    eb = torch.minimum(m + half, (c_hi - lo)[:, None])
     ea, eb = torch.minimum(ea, a), torch.maximum(eb, b)   # a clip inside the region: no frame
-    cell = (hi - lo) / cells
-    ov = [_overlaps(u.to(dtype), v.to(dtype), 0.0, cell, cells, open_ends=(i == 3))
+    cell = (hi - lo) / cells                                       # [S]
+    ov = [_overlaps(u.to(dtype), v.to(dtype), cell, cells, open_ends=(i == 3))
           for i, (u, v) in enumerate(((a, b), (a, m), (m, b), (ea, eb)))]
     return ov, (eb - ea).to(dtype)
 
@@ -409,6 +448,7 @@ def _lattice_chunks(lat: Lattice, budget: int, slack: float = 3.0) -> List[torch
     return [torch.tensor(c, dtype=torch.long) for c in chunks]
 
 
+@serial
 def _score_lattice(masks: torch.Tensor, lat: Lattice, *, surround: float,
                    threshold: Optional[float] = None, budget: int = 1_500_000,
                    clip: Optional[torch.Tensor] = None):
@@ -423,12 +463,13 @@ def _score_lattice(masks: torch.Tensor, lat: Lattice, *, surround: float,
     B, _, dy, dx = masks.shape
     dtype = torch.float64 if masks.dtype == torch.float64 else torch.float32
     M = masks.to(dtype)
-    r = lat.region
-    cl = r if clip is None else clip
-    (xf, xl, xr, xe), ew = _axis(lat.x0, lat.nx, lat.w, lat.stride, float(r[0]), float(r[2]), dx,
-                                 surround, dtype, (float(cl[0]), float(cl[2])))
-    (yf, yt, yb, ye), eh = _axis(lat.y0, lat.ny, lat.h, lat.stride, float(r[1]), float(r[3]), dy,
-                                 surround, dtype, (float(cl[1]), float(cl[3])))
+    S = lat.num_shapes
+    R = lat.shape_region if lat.shape_region is not None else lat.region[None].expand(S, 4)
+    CL = R if clip is None else torch.as_tensor(clip, dtype=torch.float64)[None].expand(S, 4)
+    (xf, xl, xr, xe), ew = _axis(lat.x0, lat.nx, lat.w, lat.stride, R[:, 0], R[:, 2], dx,
+                                 surround, dtype, CL[:, 0], CL[:, 2])
+    (yf, yt, yb, ye), eh = _axis(lat.y0, lat.ny, lat.h, lat.stride, R[:, 1], R[:, 3], dy,
+                                 surround, dtype, CL[:, 1], CL[:, 3])
     # Left factors for all shapes at once ([B, S, Q, ·]); Eq. 3's numerator is Y3 · N · V3ᵀ with
     # N = [[m_full, m_left − m_right], [m_top − m_bottom, 0]], Y3 = [Dy_full, 2(Dy_top − Dy_bottom)]
     # and V3 = [Dx_full, 2(Dx_left − Dx_right)] (the four half terms, collapsed by linearity).
@@ -436,9 +477,16 @@ def _score_lattice(masks: torch.Tensor, lat: Lattice, *, surround: float,
     N[:, :dy, :dx] = M[:, _FULL]
     N[:, :dy, dx:] = M[:, _LEFT] - M[:, _RIGHT]
     N[:, dy:, :dx] = M[:, _TOP] - M[:, _BOTTOM]
-    Zf = yf[None] @ M[:, None, _FULL]                                   # [B, S, Q, dx]
-    Ze = ye[None] @ M[:, None, _FULL]
-    Z3 = torch.cat([yf, 2 * (yt - yb)], -1)[None] @ N[:, None]          # [B, S, Q, 2dx]
+    Y3 = torch.cat([yf, 2 * (yt - yb)], -1)
+    if lat.group is not None:
+        # Grouped lattice: shape s uses mask set group[s] only -> one "batch" of S own masks.
+        Mf, Ns = M[lat.group, _FULL], N[lat.group]
+        Zf, Ze, Z3 = (yf @ Mf)[None], (ye @ Mf)[None], (Y3 @ Ns)[None]
+        B = 1
+    else:
+        Zf = yf[None] @ M[:, None, _FULL]                               # [B, S, Q, dx]
+        Ze = ye[None] @ M[:, None, _FULL]
+        Z3 = Y3[None] @ N[:, None]                                      # [B, S, Q, 2dx]
     V3 = torch.cat([xf, 2 * (xl - xr)], -1)                              # [S, P, 2dx]
     A = (lat.w * lat.h).to(dtype)                                        # [S]
     counts = lat.counts
@@ -567,6 +615,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, overlap: float = 0.5, mode: s
     return order[torch.tensor(keep, dtype=torch.long)]
 
 
+@serial
 def _finish(boxes: torch.Tensor, eq3: torch.Tensor, *, classifier, nms_iou: float, nms_mode: str,
             top_k: Optional[int], pre_nms: Optional[int], return_all: bool):
     order = torch.argsort(eq3, descending=True)
@@ -601,7 +650,7 @@ def extract_boxes_batch(masks: torch.Tensor, region: RectLike,
                         nms_iou: float = 0.5, top_k: Optional[int] = 5,
                         classifiers: Optional[Sequence[Optional[Callable]]] = None,
                         stride: float = 5, sizes: Sequence[float] = DEFAULT_SIZES,
-                        surround: float = DEFAULT_SURROUND, nms_mode: str = "iou",
+                        surround: float = DEFAULT_SURROUND, nms_mode: str = "dpm",
                         pre_nms: Optional[int] = DEFAULT_PRE_NMS, return_all: bool = False,
                         lattice: Optional[Lattice] = None) -> list:
     """:func:`extract_boxes` for B mask sets ``[B, 5, dy, dx]`` over the same region (e.g. the
@@ -625,7 +674,7 @@ def extract_boxes(masks: torch.Tensor, region: RectLike, aspect_ratios: Optional
                   classifier: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
                   candidates: Optional[BoxesLike] = None, stride: float = 5,
                   sizes: Sequence[float] = DEFAULT_SIZES, surround: float = DEFAULT_SURROUND,
-                  nms_mode: str = "iou", pre_nms: Optional[int] = DEFAULT_PRE_NMS,
+                  nms_mode: str = "dpm", pre_nms: Optional[int] = DEFAULT_PRE_NMS,
                   return_all: bool = False):
     """Boxes from one mask set (paper Sec. 5.2): ``masks [5, dy, dx]`` covering ``region``.
 
@@ -634,8 +683,11 @@ def extract_boxes(masks: torch.Tensor, region: RectLike, aspect_ratios: Optional
     2. keep those whose Eq. 2 score on the full mask exceeds ``threshold`` (paper: "e.g. 0.5");
     3. rank by Eq. 3; keep the best ``pre_nms`` (ours, bounds the NMS cost);
     4. optional ``classifier(boxes [N, 4]) -> bool [N]`` keeps boxes of the detector's class;
-    5. greedy NMS at ``nms_iou`` (``nms_mode`` "iou": torchvision; "dpm": overlap over the
-       suppressed box's area), *then* the top ``top_k`` (ours: else the top 5 are near-duplicates).
+    5. greedy NMS at ``nms_iou``, *then* the top ``top_k`` (ours: else the top 5 are
+       near-duplicates). ``nms_mode="dpm"`` (default; the paper cites DPM's NMS): overlap is
+       measured over the suppressed box's area, which also removes the boxes nested inside a
+       better one — parts of an object score high on Eq. 3 (up to 4 of 5) and would otherwise
+       crowd the top 5; ``"iou"``: torchvision's NMS.
 
     Returns ``(boxes [k, 4], scores [k])`` with scores = Eq. 3, best first. With ``return_all``
     a third item: dict with ``candidates``/``candidate_scores`` (after steps 2–4) and

@@ -26,7 +26,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 
 from ._validate import as_boxes
-from .localize import _check_image_size
+from .localize import _check_image_size, serial
 
 
 def windows_per_axis(scale: int, overlap: float = 0.2) -> int:
@@ -68,6 +68,7 @@ def merged_grid_size(windows: torch.Tensor, image_size: Tuple[float, float], d: 
     return max(1, math.ceil(H / ch - 1e-6)), max(1, math.ceil(W / cw - 1e-6))
 
 
+@serial
 def merge_masks(window_masks: torch.Tensor, windows, image_size: Tuple[float, float],
                 d_out: Optional[Union[int, Tuple[int, int]]] = None) -> torch.Tensor:
     """Merge window masks ``[K, C, 5, d, d]`` by max into image-level masks ``[C, 5, Dy, Dx]``

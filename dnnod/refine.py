@@ -26,7 +26,7 @@ import torchvision
 from ._validate import BoxesLike, as_boxes
 from .image import ImageLike, load_image, image_size as _image_size
 from .localize import (DEFAULT_SURROUND, _check_image_size, _score_lattice,
-                       box_scores, make_lattice, nms, NMS_MODES)
+                       box_scores, concat_lattices, make_lattice, nms, NMS_MODES, serial)
 
 
 #: Mean box sizes scanned in a refinement crop, as fractions of its mean dimension (ours).
@@ -52,8 +52,9 @@ def enlarge(boxes: BoxesLike, factor: float = 1.2,
     return out
 
 
+@serial
 def final_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
-              nms_iou: float = 0.5, nms_mode: str = "iou") -> torch.Tensor:
+              nms_iou: float = 0.5, nms_mode: str = "dpm") -> torch.Tensor:
     """Per-class greedy NMS; indices of kept detections, best first."""
     if boxes.shape[0] == 0:
         return torch.zeros(0, dtype=torch.long)
@@ -70,7 +71,7 @@ def refine_boxes(predictor, image: ImageLike, boxes: BoxesLike, labels,
                  aspect_ratios: Optional[Sequence[float]] = None, *, factor: float = 1.2,
                  stride: float = 5, sizes: Sequence[float] = REFINE_SIZES,
                  surround: float = DEFAULT_SURROUND, threshold: Optional[float] = None,
-                 nms_iou: float = 0.5, nms_mode: str = "iou", apply_nms: bool = True,
+                 nms_iou: float = 0.5, nms_mode: str = "dpm", apply_nms: bool = True,
                  return_all: bool = False):
     """Refine detections (paper Sec. 6): ``(boxes [M, 4], scores [M], labels [M])``.
 
@@ -106,21 +107,33 @@ def refine_boxes(predictor, image: ImageLike, boxes: BoxesLike, labels,
     # crop's border cells are replicated (localize.box_scores), so a box that stops at a crop
     # edge cutting through the object is penalised.
     img_rect = torch.tensor([0.0, 0.0, W, H], dtype=torch.float64)
-    new_b = torch.empty(len(b), 4, dtype=torch.float64)
-    new_s = torch.empty(len(b), dtype=torch.float64)
-    # One lattice per crop (each crop has its own geometry); the scoring inside is vectorised.
+    # One lattice per crop (each crop has its own geometry and stride), all scored in one
+    # vectorised pass over the grouped lattice.
+    lats = []
     for i in range(len(b)):
         mean_dim = float(crops[i, 2] - crops[i, 0] + crops[i, 3] - crops[i, 1]) / 2
-        lat = make_lattice(crops[i], aspect_ratios, sizes=sizes,
-                           stride=min(float(stride), mean_dim / REFINE_STEPS))
-        idx, _eq2, eq3 = _score_lattice(sel[i][None], lat, surround=surround, threshold=thr,
-                                        clip=img_rect)[0]
-        if idx.numel():
-            j = int(torch.argmax(eq3))
-            new_b[i] = lat.boxes(idx[j:j + 1])[0]
-            new_s[i] = float(eq3[j])
-        else:                    # nothing passed the threshold: keep the box, rescored
-            new_b[i] = b[i]
+        lats.append(make_lattice(crops[i], aspect_ratios, sizes=sizes,
+                                 stride=min(float(stride), mean_dim / REFINE_STEPS)))
+    lat = concat_lattices(lats)
+    idx, _eq2, eq3 = _score_lattice(sel, lat, surround=surround, threshold=thr, clip=img_rect)[0]
+    new_b, new_s = b.clone().double(), torch.full((len(b),), math.nan, dtype=torch.float64)
+    if idx.numel():
+        counts = lat.counts
+        shape = torch.searchsorted(torch.cumsum(counts, 0), idx, right=True)
+        grp = lat.group[shape]
+        # best candidate per crop: max Eq. 3, first index on ties
+        best = torch.full((len(b),), -math.inf, dtype=eq3.dtype).scatter_reduce(
+            0, grp, eq3, "amax")
+        pos = torch.arange(len(idx))
+        is_best = eq3 == best[grp]
+        first = torch.full((len(b),), len(idx), dtype=torch.long).scatter_reduce(
+            0, grp[is_best], pos[is_best], "amin")
+        found = first < len(idx)
+        new_b[found] = lat.boxes(idx[first[found]])
+        new_s[found] = eq3[first[found]].double()
+    missing = torch.isnan(new_s)
+    if missing.any():        # nothing passed the threshold: keep the box, rescored
+        for i in torch.nonzero(missing).squeeze(1).tolist():
             new_s[i] = float(box_scores(sel[i], b[i:i + 1], crops[i], surround=surround,
                                         clip=img_rect)[0])
     keep = final_nms(new_b, new_s, lab, nms_iou, nms_mode) if apply_nms \
