@@ -5,6 +5,7 @@ References are worked by hand in the tests (pixel positions, areas, IoU), never 
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -187,3 +188,28 @@ def test_vendored_widget_js_is_wired_into_the_config():
     assert cfg["execute"]["execute_notebooks"] == "force"
     assert sph["nb_execution_raise_on_error"] is True
     assert cfg["launch_buttons"]["colab_url"].startswith("https://colab.research.google.com")
+
+
+def _chapters():
+    import nbformat
+
+    return [(p.name, nbformat.read(p, as_version=4)) for p in sorted((ROOT / "book").glob("*.ipynb"))]
+
+
+@pytest.mark.parametrize("name,nb", _chapters(), ids=lambda v: v if isinstance(v, str) else "")
+def test_chapter_conventions(name, nb):
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    first = code[0].source
+    # installs dnnod only in Colab, from GitHub, without pinning Colab's own packages
+    assert '"google.colab" in sys.modules' in first and "git+https://github.com/" in first, name
+    assert not re.search(r"(torch|numpy|matplotlib|torchvision)\s*[=<>~]=", first), name
+    assert "cuda" in first, f"{name}: the setup cell does not pick the GPU"
+    for c in code:
+        mimes = {k for o in c.get("outputs", []) for k in o.get("data", {})}
+        if "application/vnd.jupyter.widget-view+json" in mimes:
+            assert "nbval-ignore-output" in c.metadata.get("tags", []), \
+                f"{name} cell {c.get('id')}: widget output must be tagged nbval-ignore-output"
+        last = c.source.rstrip().splitlines()[-1] if c.source.strip() else ""
+        assert not last.endswith(";"), f"{name} cell {c.get('id')}: assign to _ instead of ';'"
+    text = " ".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "Learning goals" in text and "Exercises" in text and ":class: dropdown" in text, name
