@@ -354,9 +354,9 @@ def mask_editor_widget(image, sources: Mapping[str, torch.Tensor], region: Optio
                                    layout=lay),
     }
     buttons = {
-        "apply": W.Button(description="apply", button_style="primary", icon="paint-brush"),
-        "undo": W.Button(description="undo", icon="undo"),
-        "reset": W.Button(description="reset", icon="refresh"),
+        "apply": W.Button(description="apply", button_style="primary"),
+        "undo": W.Button(description="undo"),
+        "reset": W.Button(description="reset"),
     }
 
     def brush_cells():
@@ -372,10 +372,10 @@ def mask_editor_widget(image, sources: Mapping[str, torch.Tensor], region: Optio
         rows, cols = brush_cells()
         kinds = ed._kinds(c["mask"].value)
         brush_box = ed.cells_to_box(rows, cols)[None]
-        fig = plt.figure(figsize=(12.5, 2.9))
-        gs = fig.add_gridspec(1, 6, width_ratios=[1.3, 1, 1, 1, 1, 1], wspace=0.08)
+        fig = plt.figure(figsize=(13.5, 3.2))
+        gs = fig.add_gridspec(1, 6, width_ratios=[1.7, 1, 1, 1, 1, 1], wspace=0.08)
         ax0 = fig.add_subplot(gs[0])
-        plot.show_image(ax0, arr, title="boxes (★ thick = chosen)")
+        plot.show_image(ax0, arr, title="boxes (thick = chosen ★)")
         if gt is not None and len(gt):
             plot.draw_boxes(ax0, gt, color=plot.GT_COLOR, linewidth=1, linestyle="--", text=False)
         if len(boxes) > 1:
