@@ -156,30 +156,42 @@ def scale_boxes_figure(image, result, class_names: Optional[Sequence[str]] = Non
     return fig
 
 
-def multiscale_widget(examples: Mapping[str, Tuple[torch.Tensor, Mapping[str, Any]]],
-                      class_names: Optional[Sequence[str]] = None) -> Panel:
+def multiscale_widget(examples: Mapping[str, Tuple], class_names: Optional[Sequence[str]] = None) -> Panel:
     """Pick an image, a scale and a window: see where the window lies, its crop, its 5 masks of
     the chosen class and the boxes extracted from that window's masks alone.
 
-    ``examples``: name -> ``(image, detect(..., return_intermediates=True))``.
+    ``examples``: name -> ``(image, detect(..., return_intermediates=True))`` or
+    ``(image, result, class_names)`` (each example may come from a different network).
     """
     if not examples:
         raise ValueError("multiscale_widget needs at least one example")
     names = list(examples)
-    C = len(examples[names[0]][1]["candidates_nms"][0])
-    cn = list(class_names) if class_names else [str(c) for c in range(1, C + 1)]
+
+    def ex(name):
+        e = examples[name]
+        img, res = e[0], e[1]
+        C = len(res["candidates_nms"][0])
+        cn = e[2] if len(e) > 2 and e[2] else class_names
+        cn = list(cn) if cn else [str(c) for c in range(1, C + 1)]
+        return img, res, cn
+
+    cn0 = ex(names[0])[2]
     pick = W.Dropdown(options=names, value=names[0], description="image", style=_SLIDER_STYLE)
-    cls = W.Dropdown(options=[(n, i + 1) for i, n in enumerate(cn)], value=1, description="class",
+    cls = W.Dropdown(options=[(n, i + 1) for i, n in enumerate(cn0)], value=1, description="class",
                      style=_SLIDER_STYLE)
-    scale = W.IntSlider(value=1, min=0, max=len(examples[names[0]][1]["windows"]) - 1,
+    scale = W.IntSlider(value=1, min=0, max=len(ex(names[0])[1]["windows"]) - 1,
                         description="scale", continuous_update=False, style=_SLIDER_STYLE)
-    window = W.IntSlider(value=0, min=0, max=len(examples[names[0]][1]["windows"][1]) - 1,
+    window = W.IntSlider(value=0, min=0, max=len(ex(names[0])[1]["windows"][1]) - 1,
                          description="window", continuous_update=False, style=_SLIDER_STYLE)
 
     def fix_range(_=None):
         # The number of windows depends on the scale: clamp the window slider without a redraw.
         panel.hold = True
-        res = examples[pick.value][1]
+        _, res, cn = ex(pick.value)
+        opts = [(n, i + 1) for i, n in enumerate(cn)]
+        if list(cls.options) != opts:
+            cls.options = opts
+            cls.value = 1
         scale.max = len(res["windows"]) - 1
         window.max = len(res["windows"][scale.value]) - 1
         panel.hold = False
@@ -187,7 +199,7 @@ def multiscale_widget(examples: Mapping[str, Tuple[torch.Tensor, Mapping[str, An
 
     def render():
         import matplotlib.pyplot as plt
-        img, res = examples[pick.value]
+        img, res, cn = ex(pick.value)
         s, k, c = int(scale.value), int(window.value), int(cls.value)
         k = min(k, len(res["windows"][s]) - 1)
         win = res["windows"][s][k]
@@ -230,7 +242,7 @@ def multiscale_widget(examples: Mapping[str, Tuple[torch.Tensor, Mapping[str, An
 
 # ----------------------------------------------------------------------------- chapter 8
 def refine_steps(predictor, image, result, **kw) -> Dict[str, torch.Tensor]:
-    """Every stage-1 detection of ``result`` refined on its own (paper Sec. 6), before the
+    """``predictor``: a DetectorNet or a mask predictor. Every stage-1 detection of ``result`` refined on its own (paper Sec. 6), before the
     final NMS: ``boxes_before``, ``scores_before``, ``labels``, ``crops`` (1.2× enlarged),
     ``crop_masks [N, 5, d, d]``, ``boxes_after``, ``scores_after`` — one row per detection, in
     stage-1 order (:func:`dnnod.refine.refine_boxes` with ``apply_nms=False``)."""
@@ -239,7 +251,8 @@ def refine_steps(predictor, image, result, **kw) -> Dict[str, torch.Tensor]:
         raise ValueError("this result has no stage-1 detections to refine")
     ar = result.get("aspect_ratios")
     ar = None if ar is None else [float(v) for v in ar]
-    _, _, _, extra = refine_boxes(predictor, image, b, lab, ar, apply_nms=False, return_all=True, **kw)
+    from .detect import as_predictor
+    _, _, _, extra = refine_boxes(as_predictor(predictor), image, b, lab, ar, apply_nms=False, return_all=True, **kw)
     return {"boxes_before": b.float(), "scores_before": s.float(), "labels": lab,
             "scales": stage1_scales(result),
             "crops": extra["crops"], "crop_masks": extra["crop_masks"],

@@ -153,6 +153,17 @@ def test_multiscale_widget_follows_its_controls(gt_example):
     assert p.controls["window"].max == 24
 
 
+def test_multiscale_widget_class_names_follow_the_image(gt_example):
+    img, t, gt, res = gt_example
+    p = explore.multiscale_widget({"a": (img, res, ["circle", "square", "triangle"]),
+                                   "b": (img, res, ["x", "y", "z"])})
+    assert [o[0] for o in p.controls["class"].options] == ["circle", "square", "triangle"]
+    p.controls["image"].value = "b"
+    assert [o[0] for o in p.controls["class"].options] == ["x", "y", "z"]
+    p.controls["class"].value = 2
+    assert "(y)" in p.info.value
+
+
 def test_window_boxes_finds_the_object_in_its_window(gt_example):
     img, t, gt, res = gt_example
     # the whole-image window of the perfect predictor: each object's box is found
