@@ -21,12 +21,36 @@ from .masks import MASK_TYPES
 from .refine import refine_boxes
 from .widgets import Panel, _SLIDER_STYLE
 
-__all__ = ["crop", "scale_boxes", "windows_figure", "window_gallery", "merged_figure",
+__all__ = ["load_book_data", "crop", "scale_boxes", "windows_figure", "window_gallery", "merged_figure",
            "scale_boxes_figure", "stage1_scales", "window_boxes", "multiscale_widget", "refine_steps",
            "refine_figure", "refine_widget", "ap_figure", "pr_figure", "error_gallery",
            "pr_widget"]
 
 SCALE_NAMES = ("scale 1 (whole image)", "scale 1/2", "scale 1/4")
+#: Where the book's precomputed results live online (Colab has no checkout of the repository).
+BOOK_DATA_URL = "https://raw.githubusercontent.com/dnnod/dnnod/main/book/data/"
+
+
+def load_book_data(name: str, folder=None) -> Dict[str, Any]:
+    """A JSON file of ``book/data`` (written by :mod:`dnnod.experiments`): from ``folder``, else
+    ``data/`` next to the chapter or ``book/data`` of the checkout; where neither exists (Colab),
+    downloaded from the repository (:data:`BOOK_DATA_URL`)."""
+    import json
+    from pathlib import Path
+    cands = [Path(folder)] if folder is not None else [Path("data"), Path("book/data"),
+                                                        Path(__file__).resolve().parents[1] / "book" / "data"]
+    for c in cands:
+        if (c / name).is_file():
+            return json.loads((c / name).read_text())
+    if folder is not None:
+        raise FileNotFoundError(f"{Path(folder) / name} not found")
+    import urllib.request
+    try:
+        with urllib.request.urlopen(BOOK_DATA_URL + name, timeout=30) as r:
+            return json.loads(r.read().decode())
+    except OSError as e:
+        raise FileNotFoundError(f"{name}: not in {[str(c) for c in cands]} and not downloadable "
+                                f"from {BOOK_DATA_URL} ({e}); run python -m dnnod.experiments") from e
 
 
 def _scale_name(s: int) -> str:

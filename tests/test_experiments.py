@@ -197,3 +197,10 @@ def test_pr_widget_and_ap_figure():
     p.controls["cut"].value = 100
     assert "recall 0.750" in p.info.value and "3 of 4" in p.info.value
     explore.ap_figure(rec, prec)
+
+
+def test_load_book_data_reads_a_folder_and_names_a_missing_file(tmp_path):
+    (tmp_path / "x.json").write_text('{"a": 1}')
+    assert explore.load_book_data("x.json", folder=tmp_path) == {"a": 1}
+    with pytest.raises(FileNotFoundError, match="y.json"):
+        explore.load_book_data("y.json", folder=tmp_path)
