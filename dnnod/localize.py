@@ -465,7 +465,12 @@ def _score_lattice(masks: torch.Tensor, lat: Lattice, *, surround: float,
     M = masks.to(dtype)
     S = lat.num_shapes
     R = lat.shape_region if lat.shape_region is not None else lat.region[None].expand(S, 4)
-    CL = R if clip is None else torch.as_tensor(clip, dtype=torch.float64)[None].expand(S, 4)
+    if clip is None:
+        CL = R
+    else:
+        clip = torch.as_tensor(clip, dtype=torch.float64)
+        # one rectangle for all shapes, or one per group of a grouped lattice
+        CL = clip[None].expand(S, 4) if clip.dim() == 1 else clip[lat.group]
     (xf, xl, xr, xe), ew = _axis(lat.x0, lat.nx, lat.w, lat.stride, R[:, 0], R[:, 2], dx,
                                  surround, dtype, CL[:, 0], CL[:, 2])
     (yf, yt, yb, ye), eh = _axis(lat.y0, lat.ny, lat.h, lat.stride, R[:, 1], R[:, 3], dy,

@@ -13,8 +13,10 @@ Merged representation (ours): a grid of cells covering the whole image (region `
 at the resolution of the finest windows' cells — ``d·2^s`` cells per axis at scale s for the
 default layout. An output cell takes, from every window containing its centre, the value of that
 window's cell containing the centre, and the max over those windows (0 where none covers it).
-With the default layout every window edge falls on the output grid, so every output cell lies in
-exactly one cell of each window covering it and the merge is exact. The result is an ordinary
+With the default layout and d divisible by 2^(scales-1) (d = 24 for 3 scales: windows step by
+3/4 of their size, 18 cells at the finest scale) every window edge falls on the output grid, so
+every output cell lies in exactly one cell of each window covering it and the merge is exact;
+otherwise the centre sampling is a nearest-cell approximation. The result is an ordinary
 mask ``[C, 5, Dy, Dx]`` over the image, so :func:`dnnod.localize.mask_score` (Eq. 2) and the
 candidate scoring apply to it unchanged with ``region = (0, 0, W, H)``.
 """

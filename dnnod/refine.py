@@ -31,6 +31,9 @@ from .localize import (DEFAULT_SURROUND, _check_image_size, _score_lattice,
 
 #: Mean box sizes scanned in a refinement crop, as fractions of its mean dimension (ours).
 REFINE_SIZES: Tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(11))
+#: How far (in mask cells) the Eq. 3 surround may reach past a refinement crop's edge, with the
+#: crop's border cells replicated there (ours; None: up to the image edge).
+BEYOND_CROP: Optional[float] = 1.0
 #: The refinement stride is at most the crop's mean dimension / REFINE_STEPS (ours).
 REFINE_STEPS = 24
 
@@ -72,6 +75,7 @@ def refine_boxes(predictor, image: ImageLike, boxes: BoxesLike, labels,
                  stride: float = 5, sizes: Sequence[float] = REFINE_SIZES,
                  surround: float = DEFAULT_SURROUND, threshold: Optional[float] = None,
                  nms_iou: float = 0.5, nms_mode: str = "dpm", apply_nms: bool = True,
+                 beyond_crop: Optional[float] = BEYOND_CROP,
                  return_all: bool = False):
     """Refine detections (paper Sec. 6): ``(boxes [M, 4], scores [M], labels [M])``.
 
@@ -107,6 +111,15 @@ def refine_boxes(predictor, image: ImageLike, boxes: BoxesLike, labels,
     # crop's border cells are replicated (localize.box_scores), so a box that stops at a crop
     # edge cutting through the object is penalised.
     img_rect = torch.tensor([0.0, 0.0, W, H], dtype=torch.float64)
+    if beyond_crop is not None:
+        # Only `beyond_crop` mask cells past the crop edge (the crop's cell size), within the image.
+        d = sel.shape[-1]
+        cell = (crops[:, 2:] - crops[:, :2]) / d                                 # [N, 2]
+        lo = (crops[:, :2] - beyond_crop * cell).clamp(min=0)
+        hi = torch.minimum(crops[:, 2:] + beyond_crop * cell, img_rect[2:])
+        clips = torch.cat([lo, hi], 1)
+    else:
+        clips = img_rect[None].expand(len(b), 4)
     # One lattice per crop (each crop has its own geometry and stride), all scored in one
     # vectorised pass over the grouped lattice.
     lats = []
@@ -115,7 +128,7 @@ def refine_boxes(predictor, image: ImageLike, boxes: BoxesLike, labels,
         lats.append(make_lattice(crops[i], aspect_ratios, sizes=sizes,
                                  stride=min(float(stride), mean_dim / REFINE_STEPS)))
     lat = concat_lattices(lats)
-    idx, _eq2, eq3 = _score_lattice(sel, lat, surround=surround, threshold=thr, clip=img_rect)[0]
+    idx, _eq2, eq3 = _score_lattice(sel, lat, surround=surround, threshold=thr, clip=clips)[0]
     new_b, new_s = b.clone().double(), torch.full((len(b),), math.nan, dtype=torch.float64)
     if idx.numel():
         counts = lat.counts
@@ -135,7 +148,7 @@ def refine_boxes(predictor, image: ImageLike, boxes: BoxesLike, labels,
     if missing.any():        # nothing passed the threshold: keep the box, rescored
         for i in torch.nonzero(missing).squeeze(1).tolist():
             new_s[i] = float(box_scores(sel[i], b[i:i + 1], crops[i], surround=surround,
-                                        clip=img_rect)[0])
+                                        clip=clips[i])[0])
     keep = final_nms(new_b, new_s, lab, nms_iou, nms_mode) if apply_nms \
         else torch.argsort(new_s, descending=True)
     out = (new_b[keep].float(), new_s[keep].float(), lab[keep])
