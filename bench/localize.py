@@ -6,7 +6,7 @@ Eq. 3 throughput in box-mask scores per second for
   * the integral-image path for arbitrary boxes (`mask_score` / `box_scores`),
   * a brute-force reference (per-cell rectangle intersection, vectorised numpy, on a subsample),
 and peak extra memory (tracemalloc does not see torch's allocator, so we report the growth of
-the process's peak RSS, measured in a fresh subprocess per case). CUDA rows when present.
+the process's RSS, sampled by a thread in a fresh subprocess per case). CUDA rows when present.
 
 A "box-mask score" is one box scored against one mask: Eq. 2 on the full mask counts 1 per box,
 Eq. 3 counts 5 per box (it scores each box against all 5 masks).
@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from dnnod.localize import (box_scores, candidate_boxes, mask_score,  # noqa: E402
-                            score_candidates)
+from dnnod.localize import (box_scores, candidate_boxes, extract_boxes,  # noqa: E402
+                            mask_score, score_candidates)
+from dnnod.masks import mask_targets  # noqa: E402
 
 
 def brute_eq2(mask: np.ndarray, boxes: np.ndarray, region) -> np.ndarray:
@@ -51,20 +52,28 @@ def best_of(f, n=3) -> float:
     return min(ts)
 
 
-def peak_rss_case(W: int, H: int, threads: int) -> float:
-    """Peak extra memory (MB) of score_candidates in a fresh process."""
+def peak_rss_case(W: int, H: int, threads: int):
+    """Peak extra memory (MB) of score_candidates in a fresh process: RSS sampled every 0.5 ms
+    by a thread (/proc/self/statm), minus the RSS before the call."""
     code = f"""
-import resource, torch, gc
+import threading, time, os, torch, gc
 torch.set_num_threads({threads})
 from dnnod.localize import score_candidates
+page = os.sysconf("SC_PAGE_SIZE")
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * page
 m = torch.rand(5, 24, 24)
 score_candidates(m, (0, 0, 40, 30))          # warm up imports and allocator
 gc.collect()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base, peak, done = rss(), [0], [False]
+def watch():
+    while not done[0]:
+        peak[0] = max(peak[0], rss())
+        time.sleep(0.0005)
+t = threading.Thread(target=watch); t.start()
 b, e2, e3 = score_candidates(m, (0, 0, {W}, {H}))
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-out = (b.numel() + e2.numel() + e3.numel()) * 8 / 2**20
-print((after - before) / 1024, out)
+done[0] = True; t.join()
+out = (b.numel() * b.element_size() + e2.numel() * e2.element_size() + e3.numel() * e3.element_size()) / 2**20
+print((max(peak[0], rss()) - base) / 2**20, out)
 """
     env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), ".."))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
@@ -102,7 +111,14 @@ def main() -> None:
             t_fast = best_of(lambda: score_candidates(masks, region))
             t_eq2 = best_of(lambda: mask_score(masks[0], boxes, region), 2)
             t_eq3 = best_of(lambda: box_scores(masks, boxes, region), 1)
+            # extract_boxes as detect uses it: perfect masks of 3 objects, Eq. 2 > 0.5 first,
+            # Eq. 3 only where it passes, then NMS and top 5 (scores counted for all K boxes).
+            gt = mask_targets(torch.tensor([[0.1 * W, 0.2 * H, 0.4 * W, 0.7 * H],
+                                            [0.5 * W, 0.1 * H, 0.9 * W, 0.5 * H],
+                                            [0.6 * W, 0.6 * H, 0.8 * W, 0.95 * H]]), region, 24)
+            t_ex = best_of(lambda: extract_boxes(gt, region))
             for name, t, n in [("brute Eq.2 (numpy)", t_b, K),
+                               ("extract_boxes (3 obj.)", t_ex, 5 * K),
                                ("integral Eq.2", t_eq2, K),
                                ("integral Eq.3", t_eq3, 5 * K),
                                ("lattice Eq.2+Eq.3", t_fast, 5 * K)]:

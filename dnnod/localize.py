@@ -669,9 +669,15 @@ def extract_boxes_batch(masks: torch.Tensor, region: RectLike,
                                                            stride=stride)
     per = _score_lattice(masks, lat, surround=surround, threshold=float(threshold))
     cls = list(classifiers) if classifiers is not None else [None] * masks.shape[0]
-    return [_finish(lat.boxes(idx), eq3, classifier=c, nms_iou=nms_iou, nms_mode=nms_mode,
-                    top_k=top_k, pre_nms=pre_nms, return_all=return_all)
-            for (idx, _eq2, eq3), c in zip(per, cls)]
+    out = []
+    for (idx, _eq2, eq3), c in zip(per, cls):
+        if pre_nms is not None and len(eq3) > pre_nms:
+            # Only the best pre_nms survive to NMS: select them before materialising boxes.
+            eq3, top = torch.topk(eq3, pre_nms)
+            idx = idx[top]
+        out.append(_finish(lat.boxes(idx), eq3, classifier=c, nms_iou=nms_iou, nms_mode=nms_mode,
+                           top_k=top_k, pre_nms=pre_nms, return_all=return_all))
+    return out
 
 
 def extract_boxes(masks: torch.Tensor, region: RectLike, aspect_ratios: Optional[Sequence[float]] = None,
