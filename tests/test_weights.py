@@ -1,0 +1,50 @@
+"""The shipped weights: size, safe loading, attributes, and their AP re-measured on the fixed
+test subset recorded in dnnod/weights/eval.json (fails if it drops > 0.02 below the record)."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import dnnod
+from dnnod.checkpoint import WEIGHTS_DIR, load_pretrained
+from dnnod.data import data_root, make_dataset
+from dnnod.evaluate import evaluate_model
+from dnnod.net import DetectorNet
+
+EVAL = WEIGHTS_DIR / "eval.json"
+RECORDS = json.loads(EVAL.read_text()) if EVAL.is_file() else {}
+NAMES = sorted(RECORDS)
+
+
+def test_records_exist():
+    assert {"shapes-tiny", "pennfudan-tiny"} <= set(NAMES), f"eval.json lists {NAMES}"
+    for n in NAMES:
+        assert (WEIGHTS_DIR / f"{n}.pt").is_file()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_file_is_small_and_plain(name):
+    p = WEIGHTS_DIR / f"{name}.pt"
+    assert p.stat().st_size <= 20 * 2 ** 20
+    ck = torch.load(p, weights_only=True, map_location="cpu")     # no pickled code
+    assert ck["format"] == "dnnod" and "optimizer" not in ck
+    m = load_pretrained(name, device="cpu")
+    assert isinstance(m, DetectorNet) and not m.training
+    assert m.class_names == RECORDS[name]["class_names"]
+    assert len(m.aspect_ratios) >= 3 and all(a > 0 for a in m.aspect_ratios)
+    assert dnnod.load_pretrained is load_pretrained
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ap_not_below_record(name):
+    rec = RECORDS[name]
+    sub = rec["subset"]
+    if rec["data"] == "pennfudan" and not (data_root() / "PennFudanPed").is_dir():
+        pytest.skip("Penn-Fudan not in DNNOD_DATA")
+    ds = make_dataset(rec["data"], sub["split"], None, **sub.get("dataset_kwargs", {}))
+    subset = torch.utils.data.Subset(ds, list(range(sub["images"])))
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    res = evaluate_model(load_pretrained(name, device="cpu"), subset, progress=False,
+                         device="cpu", **rec.get("detect_kwargs", {}))
+    assert res["map"] >= sub["map"] - 0.02, (name, res["ap"], sub["map"])
