@@ -205,7 +205,8 @@ def multiscale_widget(examples: Mapping[str, Tuple], class_names: Optional[Seque
                      style=_SLIDER_STYLE)
     scale = W.IntSlider(value=1, min=0, max=len(ex(names[0])[1]["windows"]) - 1,
                         description="scale", continuous_update=False, style=_SLIDER_STYLE)
-    window = W.IntSlider(value=0, min=0, max=len(ex(names[0])[1]["windows"][1]) - 1,
+    n1 = len(ex(names[0])[1]["windows"][1])
+    window = W.IntSlider(value=n1 // 2, min=0, max=n1 - 1,
                          description="window", continuous_update=False, style=_SLIDER_STYLE)
 
     def fix_range(_=None):
@@ -230,7 +231,7 @@ def multiscale_widget(examples: Mapping[str, Tuple], class_names: Optional[Seque
         b, sc = window_boxes(res, s, k, c)
         m = res["window_masks"][s][k, c - 1]
         cr = crop(img, win)
-        fig = plt.figure(figsize=(12, 2.7))
+        fig = plt.figure(figsize=(13.5, 3.1))
         gs = fig.add_gridspec(1, 7, width_ratios=[1.3, 1, 1, 1, 1, 1, 1], wspace=0.1)
         ax0 = fig.add_subplot(gs[0])
         plot.show_image(ax0, img, title=f"{_scale_name(s)}: window {k}")
