@@ -129,6 +129,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     a("--task", choices=("localizer", "classifier"), default="localizer")
     a("--arch", choices=("tiny", "paper"), default="tiny")
     a("--activation", choices=("linear", "sigmoid"), default="linear")
+    a("--head", choices=("fc", "conv"), default="fc", help="mask head: fc (paper) or conv (ch. 10)")
     a("--d", type=int, default=24, help="mask resolution (paper: 24)")
     a("--out", required=True, help="run folder (checkpoints, metrics)")
     a("--epochs", type=int, default=10)
@@ -280,7 +281,7 @@ def _run(args) -> Dict[str, Any]:
     aspect_ratios = ckpt.kmeans_aspect_ratios(all_boxes, k=10, seed=0)
 
     if args.task == "localizer":
-        model = DetectorNet(C, arch=args.arch, d=args.d, activation=args.activation)
+        model = DetectorNet(C, arch=args.arch, d=args.d, activation=args.activation, head=args.head)
         sampler = LocalizerSampler(bank, C, model.input_size, d=args.d, min_scale=args.min_scale,
                                    pos_fraction=args.pos_fraction, flip=not args.no_flip)
     else:
