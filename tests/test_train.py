@@ -175,3 +175,22 @@ def test_ddp_two_processes_identical_weights(tmp_path):
     _same(a, b)
     init = DetectorNet(3, arch="tiny", d=6).state_dict()
     assert any(not torch.equal(a[k], init[k]) for k in a if a[k].is_floating_point())
+
+
+# ---------------------------------------------------------------- CLI
+def test_cli_detect_and_errors(tmp_path, capsys):
+    from PIL import Image
+    from dnnod.cli import main
+    from dnnod.data import ShapesDataset
+    img, _ = ShapesDataset("test", num_images=1, image_size=96)[0]
+    src = tmp_path / "a.png"
+    Image.fromarray(img.permute(1, 2, 0).numpy()).save(src)
+    rc = main(["detect", str(src), "--weights", "shapes-tiny", "--out", str(tmp_path / "o"),
+               "--scales", "1", "--no-refine", "--device", "cpu"])
+    assert rc == 0
+    det = json.loads((tmp_path / "o" / "detections.json").read_text())[str(src)]
+    assert (tmp_path / "o" / "a_boxes.png").is_file()
+    for d in det:
+        assert d["class"] in ("circle", "square", "triangle") and len(d["box"]) == 4
+    assert main(["evaluate", "--weights", str(tmp_path / "missing.pt")]) == 2
+    assert "missing.pt" in capsys.readouterr().err
