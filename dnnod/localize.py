@@ -667,7 +667,15 @@ def extract_boxes_batch(masks: torch.Tensor, region: RectLike,
     _check_extract_args(threshold, nms_iou, top_k)
     lat = lattice if lattice is not None else make_lattice(region, aspect_ratios, sizes=sizes,
                                                            stride=stride)
-    per = _score_lattice(masks, lat, surround=surround, threshold=float(threshold))
+    # Eq. 2 is a weighted mean of the full mask, so a mask set whose maximum does not exceed the
+    # threshold has no candidate: skip it (exact; most classes of an image are such).
+    active = torch.nonzero(masks[:, _FULL].amax((-2, -1)) > threshold).squeeze(1)
+    empty = (torch.zeros(0, dtype=torch.long), masks.new_zeros(0), masks.new_zeros(0))
+    per = [empty] * masks.shape[0]
+    if active.numel():
+        for a, r in zip(active.tolist(), _score_lattice(masks[active], lat, surround=surround,
+                                                        threshold=float(threshold))):
+            per[a] = r
     cls = list(classifiers) if classifiers is not None else [None] * masks.shape[0]
     out = []
     for (idx, _eq2, eq3), c in zip(per, cls):
