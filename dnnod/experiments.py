@@ -464,6 +464,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--lambdas", default="0.01,0.1,1")
     ap.add_argument("--runs-dir", default="runs/ablation-lambda")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--update", action="store_true",
+                    help="keep the entries of other datasets already in the output file(s)")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -497,6 +499,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             ap.error("--out is required")
         outs = {a.out: jobs[a.command](**kw)}
     for p, res in outs.items():
+        if a.update and Path(p).is_file() and "datasets" in res:
+            old = json.loads(Path(p).read_text())
+            kept = [n for n in old.get("datasets", {}) if n not in res["datasets"]]
+            for n in kept:
+                res["datasets"][n] = old["datasets"][n]
+            if kept:
+                # the kept entries came from an earlier run: say which
+                res["kept_from_earlier_run"] = {"datasets": kept, "command": old.get("command"),
+                                                "wall_time_s": old.get("all_wall_time_s", old.get("wall_time_s"))}
         print(f"wrote {write_json(res, p)} ({res['wall_time_s']} s)")
     return 0
 
