@@ -244,11 +244,13 @@ def detectornet_on_pennfudan(name: str = "pennfudan-tiny", root: Optional[str] =
 
 
 def detectornet_train_cost(name: str = "pennfudan-tiny", short: int = 5, long: int = 25,
-                           out_dir: str = "runs/ch10-cost") -> Dict[str, Any]:
+                           out_dir: str = "runs/ch10-cost", threads: Optional[int] = None) -> Dict[str, Any]:
     """CPU seconds per training step of the shipped network's own training command (read from its
     checkpoint), measured as the difference of a ``long``-step and a ``short``-step run (so data
     loading and set-up cancel), and the whole run's budget = steps x that. The checkpoint records
-    only wall time, which on a shared machine says little about the work done."""
+    only wall time, which on a shared machine says little about the work done. ``threads``
+    replaces the command's ``--threads`` (on an overloaded machine 2 threads mostly wait on each
+    other)."""
     import shlex
     from .checkpoint import load_pretrained
     from .train import train
@@ -263,9 +265,14 @@ def detectornet_train_cost(name: str = "pennfudan-tiny", short: int = 5, long: i
         if argv[i] == "--out":
             i += 2
             continue
+        if argv[i] == "--threads" and threads:
+            i += 2
+            continue
         if argv[i] not in drop_flag:
             keep.append(argv[i])
         i += 1
+    if threads:
+        keep += ["--threads", str(threads)]
     cpu = {}
     for k in (short, long):
         c0 = time.process_time()
@@ -276,8 +283,8 @@ def detectornet_train_cost(name: str = "pennfudan-tiny", short: int = 5, long: i
             "wall_time_s": round(float(meta["wall_time_s"]), 1),
             "cpu_s_per_step": round(per_step, 3),
             "cpu_s_estimate": round(per_step * int(meta["step"]), 1),
-            "measured": {str(k): round(v, 1) for k, v in cpu.items()},
-            "torch_threads": torch.get_num_threads()}
+            "measured_cpu_s": {f"{k} steps": round(v, 1) for k, v in cpu.items()},
+            "measured_with": keep, "torch_threads": torch.get_num_threads()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,7 +356,7 @@ def compare_widget(images: Sequence[Any], gts: Sequence[Mapping[str, Any]],
     style = {"description_width": "70px"}
     img = W.IntSlider(value=0, min=0, max=len(images) - 1, description="test image",
                       continuous_update=False, style=style, layout=W.Layout(width="360px"))
-    thr = W.FloatSlider(value=threshold, min=0.05, max=0.95, step=0.05, description="min score",
+    thr = W.FloatSlider(value=threshold, min=0.05, max=3.0, step=0.05, description="min score",
                         continuous_update=False, style=style, layout=W.Layout(width="360px"))
 
     def render():
@@ -411,7 +418,7 @@ def main(argv=None) -> None:
         if a.threads:
             torch.set_num_threads(a.threads)
         if a.cmd == "detectornet-cost":
-            res = detectornet_train_cost(a.name, a.short, a.long, a.runs)
+            res = detectornet_train_cost(a.name, a.short, a.long, a.runs, threads=a.threads)
         elif a.cmd == "heads":
             res = compare_heads(a.steps, a.batch_size, a.seed, a.test_images, out_dir=a.runs,
                                 num_images=a.num_images)

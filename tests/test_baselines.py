@@ -160,3 +160,17 @@ def test_heads_command_tiny(tmp_path):
     from dnnod.checkpoint import load_checkpoint
     m = load_checkpoint(tmp_path / "runs" / "conv" / "model.pt", device="cpu")
     assert m.head == "conv"
+
+
+@needs_pf
+def test_detectornet_cost_reruns_the_shipped_command(tmp_path):
+    from dnnod.checkpoint import load_pretrained
+    r = baselines.detectornet_train_cost("pennfudan-tiny", short=1, long=2, out_dir=str(tmp_path), threads=1)
+    meta = load_pretrained("pennfudan-tiny", device="cpu").meta
+    assert r["steps"] == int(meta["step"]) and r["train_command"] == meta["command"]
+    used = r["measured_with"]
+    assert "--resume" not in used and used[used.index("--threads") + 1] == "1"
+    assert used.count("--threads") == 1 and "--out" not in used
+    assert r["cpu_s_estimate"] == pytest.approx(r["cpu_s_per_step"] * r["steps"], rel=1e-2, abs=0.5)
+    with pytest.raises(ValueError, match="short < long"):
+        baselines.detectornet_train_cost(short=3, long=3)
