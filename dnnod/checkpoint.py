@@ -139,27 +139,8 @@ def load_pretrained(name: str = "shapes-tiny", device: Any = None) -> torch.nn.M
 
 
 def kmeans_aspect_ratios(boxes: torch.Tensor, k: int = 10, seed: int = 0) -> List[float]:
-    """k aspect ratios (w/h) from k-means on log(w/h) of training boxes (paper Sec. 5.2, PAPER.md
-    §10). Uses ``dnnod.localize.kmeans_aspect_ratios`` when present (one implementation)."""
-    try:
-        from .localize import kmeans_aspect_ratios as km  # issue 4's implementation
-        r = km(boxes, k=k, seed=seed)
-        return [float(v) for v in torch.as_tensor(r).flatten().tolist()]
-    except ImportError:
-        pass
-    b = torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4)
-    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-    keep = (w > 0) & (h > 0)
-    x = (w[keep] / h[keep]).log()
-    if len(x) == 0:
-        raise ValueError("kmeans_aspect_ratios needs at least one non-empty box")
-    k = min(k, int(torch.unique(x).numel()))
-    # deterministic k-means++-free init: quantiles, then Lloyd iterations
-    c = torch.quantile(x, torch.linspace(0, 1, k + 2, dtype=torch.float64)[1:-1])
-    for _ in range(100):
-        a = (x[:, None] - c[None]).abs().argmin(1)
-        new = torch.stack([x[a == j].mean() if (a == j).any() else c[j] for j in range(k)])
-        if torch.allclose(new, c):
-            break
-        c = new
-    return sorted(float(v) for v in c.exp())
+    """k aspect ratios (w/h) from k-means on log(w/h) of training boxes (paper Sec. 5.2), as plain
+    floats for the checkpoint; the one implementation is ``dnnod.localize.kmeans_aspect_ratios``."""
+    from .localize import kmeans_aspect_ratios as km
+    return [float(v) for v in torch.as_tensor(km(boxes, k=k, seed=seed)).flatten().tolist()]
+
