@@ -238,7 +238,8 @@ def kmeans_aspect_ratios(boxes: BoxesLike, k: int = 10, seed: int = 0, *, iters:
 
     Deterministic for a given ``seed``: the first run starts from the k quantiles, the other
     ``n_init - 1`` from seeded k-means++; the run with the lowest inertia wins. Returns the sorted
-    ratios ``[k]`` (float64); if there are fewer than k distinct ratios, exactly those (fewer than k).
+    ratios ``[k]`` (float64); if there are fewer than k distinct ratios, exactly those (fewer than k),
+    and centres that agree to 0.1% are merged (e.g. data whose boxes are all square gives [1.0]).
     """
     b = as_boxes(boxes, "boxes", allow_empty_area=False)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -273,7 +274,15 @@ def kmeans_aspect_ratios(boxes: BoxesLike, k: int = 10, seed: int = 0, *, iters:
         inertia = float(((xs[:, None] - c[None]) ** 2).min(1).values.sum())
         if inertia < best_inertia - 1e-12:
             best, best_inertia = c, inertia
-    return torch.exp(torch.sort(best).values)
+    c = torch.sort(best).values
+    keep = torch.ones(len(c), dtype=torch.bool)
+    last = c[0]
+    for i in range(1, len(c)):          # k <= ~10 centres: a loop is fine
+        if float(c[i] - last) < 1e-3:
+            keep[i] = False
+        else:
+            last = c[i]
+    return torch.exp(c[keep])
 
 
 # ----------------------------------------------------------------------------- candidates
@@ -348,11 +357,14 @@ def make_lattice(region: RectLike, aspect_ratios: Optional[Sequence[float]] = No
     mean_dim = sz[:, None] * (W + H) / 2                         # [n_sizes, 1]
     h = (2 * mean_dim / (1 + ar[None])).clamp(max=H).reshape(-1)  # from w + h = 2m, w = a·h
     w = (2 * mean_dim * ar[None] / (1 + ar[None])).clamp(max=W).reshape(-1)
-    # Drop duplicates created by clipping, keeping the first occurrence (sizes-major order).
+    # Drop duplicates — created by clipping, or by aspect ratios that agree to 0.1% (k-means on
+    # data whose boxes all share one shape) — keeping the first occurrence (sizes-major order).
+    # Shapes within 0.1% are the same candidates for every practical purpose, at 10x the cost.
     key = torch.stack([w, h], 1)
     keep = torch.ones(len(w), dtype=torch.bool)
     if len(w) > 1:
-        same = (key[:, None] - key[None]).abs().amax(-1) < 1e-9 * max(W, H)
+        diff = (key[:, None] - key[None]).abs()
+        same = (diff <= 1e-3 * torch.maximum(key[:, None], key[None])).all(-1)
         keep = ~torch.tril(same, -1).any(1)
     w, h = w[keep], h[keep]
     eps = 1e-9

@@ -30,8 +30,9 @@ def iou_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return inter / (area(a)[:, None] + area(b)[None] - inter)
 
 
-def voc_ap(dets, gts) -> float:
-    """VOC2007 11-point AP at IoU 0.5. dets: [(image, box[4], score)], gts: {image: boxes[N,4]}."""
+def voc_ap(dets, gts, eleven_point: bool = True) -> float:
+    """VOC AP at IoU 0.5: the VOC2007 11-point AP, or (``eleven_point=False``) the all-point
+    AP of VOC2010+. dets: [(image, box[4], score)], gts: {image: boxes[N,4]}."""
     npos = sum(len(v) for v in gts.values())
     used = {k: torch.zeros(len(v), dtype=torch.bool) for k, v in gts.items()}
     tp = []
@@ -49,6 +50,12 @@ def voc_ap(dets, gts) -> float:
     tp = np.array(tp, dtype=float)
     rec = np.cumsum(tp) / max(npos, 1)
     prec = np.cumsum(tp) / np.arange(1, len(tp) + 1)
+    if not eleven_point:      # area under the monotone precision envelope
+        r = np.concatenate([[0.0], rec, [1.0]])
+        p = np.concatenate([[0.0], prec, [0.0]])
+        p = np.maximum.accumulate(p[::-1])[::-1]
+        i = np.nonzero(r[1:] != r[:-1])[0]
+        return float(np.sum((r[i + 1] - r[i]) * p[i + 1]))
     return float(np.mean([prec[rec >= t].max() if (rec >= t).any() else 0.0
                           for t in np.linspace(0, 1, 11)]))
 
@@ -94,8 +101,9 @@ def random_scene(g: torch.Generator):
 
 
 # ----------------------------------------------------------------------------- end to end
-def test_end_to_end_ground_truth_predictor_ap():
-    g = torch.Generator().manual_seed(2024)
+@pytest.mark.parametrize("seed", [2024, 7])
+def test_end_to_end_ground_truth_predictor_ap(seed):
+    g = torch.Generator().manual_seed(seed)
     train = torch.cat([random_scene(g)[1] for _ in range(40)])
     ar = kmeans_aspect_ratios(train, 10)
     dets = {1: [], 2: []}
@@ -115,11 +123,15 @@ def test_end_to_end_ground_truth_predictor_ap():
             sel = out["labels"] == c
             dets[c] += [(i, b, float(s)) for b, s in zip(out["boxes"][sel], out["scores"][sel])]
     assert n_touching >= 5                                  # the generator does make touching boxes
-    aps = [voc_ap(dets[c], gts[c]) for c in (1, 2)]
-    print("AP per class", aps)
-    # The issue's target is 0.95; the perfect network reaches ~0.89-0.91 here (see the issue
-    # report: false positives from refining crops that cut an object). Guard against regressions.
-    assert min(aps) >= 0.85, aps
+    ap_all = [voc_ap(dets[c], gts[c], eleven_point=False) for c in (1, 2)]
+    ap_07 = [voc_ap(dets[c], gts[c]) for c in (1, 2)]
+    print("seed", seed, "all-point AP per class", ap_all, "11-point", ap_07)
+    # The issue's target, VOC AP@0.5 >= 0.95, as the all-point AP (VOC2010+). Measured:
+    # seed 2024 1.0 / 1.0, seed 7 0.99 / 0.985. The 11-point AP falls to 10/11 = 0.909 as soon
+    # as one object of a class is missed: seed 7 misses 2 of 186 objects (5 objects of one class
+    # in one image against the paper's top 5 per scale, and a 10 px box), 11-point 0.909 / 0.907.
+    assert min(ap_all) >= 0.95, ap_all
+    assert min(ap_07) >= 0.90, ap_07
 
 
 def test_refinement_improves_localisation():
