@@ -15,7 +15,7 @@ from .localize import (box_scores, DEFAULT_ASPECT_RATIOS, DEFAULT_SURROUND, NMS_
                        extract_boxes_batch, make_lattice)
 from .multiscale import merge_masks, scale_windows
 from .predict import NetPredictor
-from .refine import final_nms, refine_boxes
+from .refine import MIN_IOU, final_nms, refine_boxes
 
 
 #: Candidate mean sizes for the whole pipeline (ours): the paper's nine (0.1, ..., 0.9 of the mean
@@ -47,7 +47,8 @@ def detect(predictor_or_model, image: ImageLike, *, scales: int = 3, refine: boo
            device=None, return_intermediates: bool = False, stride: float = 5,
            sizes: Sequence[float] = DETECT_SIZES, surround: float = DEFAULT_SURROUND,
            overlap: float = 0.2, refine_factor: float = 1.2, nms_mode: str = "dpm",
-           rescore: str = "image") -> Dict:
+           rescore: str = "image", crop_aspect: Optional[str] = "image",
+           refine_min_iou: float = MIN_IOU) -> Dict:
     """Detect objects in one image (paper Sec. 5–6).
 
     predictor_or_model: a mask predictor (:mod:`dnnod.predict`) or a ``DetectorNet`` (wrapped
@@ -61,6 +62,8 @@ def detect(predictor_or_model, image: ImageLike, *, scales: int = 3, refine: boo
     rescore: the final score of a refined box (ours, the paper gives none): ``"image"`` (default)
     the mean of its Eq. 3 score on the refinement crop's masks and on the image-level merged
     masks of the scale that proposed it; ``"crop"`` the crop's Eq. 3 score alone.
+    crop_aspect: refinement crops grown to the image's aspect ratio (``"image"``, default, ours)
+    or the plain ``refine_factor`` enlargement (``None``); see :func:`dnnod.refine.match_aspect`.
 
     Returns ``{"boxes" [N, 4] float, "scores" [N] (Eq. 3), "labels" [N] int64 1-based}`` in image
     pixels, best first. With ``return_intermediates`` also ``image_size`` (H, W), per scale
@@ -123,7 +126,9 @@ def detect(predictor_or_model, image: ImageLike, *, scales: int = 3, refine: boo
     if refine and len(boxes1):
         res = refine_boxes(pred, img, boxes1, labels1, aspect_ratios, factor=refine_factor,
                            stride=stride, surround=surround, nms_iou=nms_iou,
-                           nms_mode=nms_mode, apply_nms=False, return_all=True)
+                           nms_mode=nms_mode, apply_nms=False, crop_aspect=crop_aspect,
+                           min_iou=refine_min_iou,
+                           return_all=True)
         rb, rs = res[3]["boxes_refined"], res[3]["scores_refined"]
         if rescore == "image":
             # Ours: a crop that cuts through an object sees a complete object in it (the cut

@@ -34,6 +34,8 @@ REFINE_SIZES: Tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(
 #: How far (in mask cells) the Eq. 3 surround may reach past a refinement crop's edge, with the
 #: crop's border cells replicated there (ours; None: up to the image edge).
 BEYOND_CROP: Optional[float] = 1.0
+#: A refined box must overlap the detection it refines with at least this IoU (ours; 0: any box).
+MIN_IOU = 0.5
 #: The refinement stride is at most the crop's mean dimension / REFINE_STEPS (ours).
 REFINE_STEPS = 24
 
@@ -53,6 +55,25 @@ def enlarge(boxes: BoxesLike, factor: float = 1.2,
         lim = torch.tensor([W, H, W, H], dtype=out.dtype)
         out = out.clamp(min=0).minimum(lim)
     return out
+
+
+def match_aspect(crops: BoxesLike, aspect: float, image_size: Tuple[float, float]) -> torch.Tensor:
+    """Grow crops ``[N, 4]`` along their short side, about their centres, to width / height =
+    ``aspect``, then shift them into the image ``(H, W)`` (clipping only what is larger than the
+    image). Ours: DetectorNet is trained on, and runs at every scale on, windows of the image's
+    aspect ratio, each resized to a square input; a refinement crop of another shape (a tall
+    pedestrian in a landscape photo) would be stretched in a way the network never saw."""
+    b = as_boxes(crops, "crops")
+    H, W = _check_image_size(image_size)
+    if not isinstance(aspect, (int, float)) or not math.isfinite(aspect) or aspect <= 0:
+        raise ValueError(f"aspect must be a positive number (width / height); got {aspect!r}")
+    c = (b[:, :2] + b[:, 2:]) / 2
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    w2 = torch.maximum(w, aspect * h).clamp(max=W)
+    h2 = torch.maximum(h, w / aspect).clamp(max=H)
+    x1 = (c[:, 0] - w2 / 2).clamp(min=0).minimum(W - w2)
+    y1 = (c[:, 1] - h2 / 2).clamp(min=0).minimum(H - h2)
+    return torch.stack([x1, y1, x1 + w2, y1 + h2], 1)
 
 
 @serial
@@ -75,7 +96,8 @@ def refine_boxes(predictor, image: ImageLike, boxes: BoxesLike, labels,
                  stride: float = 5, sizes: Sequence[float] = REFINE_SIZES,
                  surround: float = DEFAULT_SURROUND, threshold: Optional[float] = None,
                  nms_iou: float = 0.5, nms_mode: str = "dpm", apply_nms: bool = True,
-                 beyond_crop: Optional[float] = BEYOND_CROP,
+                 beyond_crop: Optional[float] = BEYOND_CROP, crop_aspect: Optional[str] = "image",
+                 min_iou: float = MIN_IOU,
                  return_all: bool = False):
     """Refine detections (paper Sec. 6): ``(boxes [M, 4], scores [M], labels [M])``.
 
@@ -84,7 +106,9 @@ def refine_boxes(predictor, image: ImageLike, boxes: BoxesLike, labels,
     once, and in each crop the best candidate by Eq. 3 on that class's masks replaces the box
     (``threshold``: optionally only among candidates with Eq. 2 > threshold; ours, default none,
     so every detection gets refined). Candidate sizes and stride in the crop: module doc. Score = Eq. 3 on the refinement masks. Then a per-class NMS
-    (``apply_nms``). With ``return_all`` a 4th item: dict with the ``crops [N, 4]`` and their
+    (``apply_nms``). ``crop_aspect="image"`` (default, ours) grows each enlarged crop to the
+    image's aspect ratio (:func:`match_aspect`), the shape of the windows the network was
+    trained on; ``None`` keeps the plain enlargement. With ``return_all`` a 4th item: dict with the ``crops [N, 4]`` and their
     ``crop_masks [N, 5, d, d]`` (of each detection's class) and the refined boxes before NMS.
     """
     img = load_image(image)
@@ -103,7 +127,13 @@ def refine_boxes(predictor, image: ImageLike, boxes: BoxesLike, labels,
         return (*empty, {"crops": torch.zeros(0, 4), "crop_masks": torch.zeros(0, 5, 1, 1),
                          "boxes_refined": torch.zeros(0, 4),
                          "scores_refined": torch.zeros(0)}) if return_all else empty
-    crops = enlarge(b, factor, (H, W))
+    if crop_aspect not in ("image", None):
+        raise ValueError(f"crop_aspect must be 'image' or None; got {crop_aspect!r}")
+    enl = enlarge(b, factor, (H, W))
+    crops = match_aspect(enlarge(b, factor), W / H, (H, W)) if crop_aspect == "image" else enl
+    # Candidate sizes are fractions of the enlarged detection's mean dimension (the crop's own,
+    # when crop_aspect is None), so growing the crop to the image's shape does not change them.
+    size_scale = (enl[:, 2:] - enl[:, :2]).sum(1) / (crops[:, 2:] - crops[:, :2]).sum(1)
     masks = predictor(img, crops)                                       # [N, C, 5, d, d]
     sel = masks[torch.arange(len(b)), lab - 1]                           # [N, 5, d, d]
     thr = -math.inf if threshold is None else float(threshold)
@@ -124,8 +154,9 @@ def refine_boxes(predictor, image: ImageLike, boxes: BoxesLike, labels,
     # vectorised pass over the grouped lattice.
     lats = []
     for i in range(len(b)):
-        mean_dim = float(crops[i, 2] - crops[i, 0] + crops[i, 3] - crops[i, 1]) / 2
-        lats.append(make_lattice(crops[i], aspect_ratios, sizes=sizes,
+        mean_dim = float(enl[i, 2] - enl[i, 0] + enl[i, 3] - enl[i, 1]) / 2
+        lats.append(make_lattice(crops[i], aspect_ratios,
+                                 sizes=[float(z) * float(size_scale[i]) for z in sizes],
                                  stride=min(float(stride), mean_dim / REFINE_STEPS)))
     lat = concat_lattices(lats)
     idx, _eq2, eq3 = _score_lattice(sel, lat, surround=surround, threshold=thr, clip=clips)[0]
@@ -134,6 +165,19 @@ def refine_boxes(predictor, image: ImageLike, boxes: BoxesLike, labels,
         counts = lat.counts
         shape = torch.searchsorted(torch.cumsum(counts, 0), idx, right=True)
         grp = lat.group[shape]
+        if min_iou > 0:
+            # Ours: refinement corrects a box locally; it may not jump to a neighbouring object
+            # that also shows in the crop (two stage-1 boxes on adjacent people would otherwise
+            # both refine to the more salient one, and NMS would drop the other person).
+            cb = lat.boxes(idx)
+            ref = b[grp]
+            lt = torch.maximum(cb[:, :2], ref[:, :2])
+            rb = torch.minimum(cb[:, 2:], ref[:, 2:])
+            inter = (rb - lt).clamp(min=0).prod(1)
+            area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])
+            ok = inter >= min_iou * (area(cb) + area(ref) - inter)
+            idx, eq3, grp = idx[ok], eq3[ok], grp[ok]
+    if idx.numel():
         # best candidate per crop: max Eq. 3, first index on ties
         best = torch.full((len(b),), -math.inf, dtype=eq3.dtype).scatter_reduce(
             0, grp, eq3, "amax")
