@@ -225,18 +225,22 @@ def _step_losses(run: Path) -> List[float]:
 
 
 def detectornet_on_pennfudan(name: str = "pennfudan-tiny", root: Optional[str] = None,
-                             limit: Optional[int] = None) -> Dict[str, Any]:
-    """The shipped DetectorNet (``load_pretrained(name)``) on the Penn-Fudan test split with the
-    default ``detect`` settings: VOC07 AP, s/image and the detections (for the book's figures)."""
-    from .checkpoint import load_pretrained
+                             limit: Optional[int] = None, weights: Optional[str] = None) -> Dict[str, Any]:
+    """The shipped DetectorNet (``load_pretrained(name)``, or the checkpoint file ``weights``) on the
+    Penn-Fudan test split with the default ``detect`` settings: VOC07 AP, s/image and the
+    detections (for the book's figures), and the training command and steps from the checkpoint."""
+    from .checkpoint import load_checkpoint, load_pretrained
     from .evaluate import evaluate_model
-    model = load_pretrained(name, device="cpu")
+    model = load_checkpoint(weights, device="cpu") if weights else load_pretrained(name, device="cpu")
+    meta = getattr(model, "meta", {}) or {}
     test = PennFudanDataset(root, split="test")
     torch.manual_seed(0)
     c0 = time.process_time()
     res = evaluate_model(model, test, progress=False, limit=limit, device="cpu", return_detections=True)
     cpu = (time.process_time() - c0) / max(res["images"], 1)
-    return {"model": f"DetectorNet load_pretrained({name!r})", "config": model.config(),
+    return {"model": f"DetectorNet {weights}" if weights else f"DetectorNet load_pretrained({name!r})",
+            "config": model.config(), "train_command": meta.get("command"),
+            "train_steps": meta.get("step"), "train_hardware": meta.get("hardware"),
             "params": sum(p.numel() for p in model.parameters()),
             "ap50_voc07": float(res["ap"][1]), "test_images": res["images"],
             "seconds_per_image": round(res["seconds_per_image"], 3), "cpu_seconds_per_image": round(cpu, 3),
@@ -244,19 +248,23 @@ def detectornet_on_pennfudan(name: str = "pennfudan-tiny", root: Optional[str] =
 
 
 def detectornet_train_cost(name: str = "pennfudan-tiny", short: int = 5, long: int = 25,
-                           out_dir: str = "runs/ch10-cost", threads: Optional[int] = None) -> Dict[str, Any]:
+                           out_dir: str = "runs/ch10-cost", threads: Optional[int] = None,
+                           weights: Optional[str] = None) -> Dict[str, Any]:
     """CPU seconds per training step of the shipped network's own training command (read from its
     checkpoint), measured as the difference of a ``long``-step and a ``short``-step run (so data
     loading and set-up cancel), and the whole run's budget = steps x that. The checkpoint records
     only wall time, which on a shared machine says little about the work done. ``threads``
     replaces the command's ``--threads`` (on an overloaded machine 2 threads mostly wait on each
-    other)."""
+    other). ``weights``: a checkpoint file instead of the shipped ``name``. Sampling runs in the
+    measuring process (``--workers 0``) on the CPU, so all of a step's work is counted."""
     import shlex
-    from .checkpoint import load_pretrained
+    from .checkpoint import load_checkpoint, load_pretrained
     from .train import train
     if not 0 < short < long:
         raise ValueError(f"need 0 < short < long; got {short}, {long}")
-    meta = load_pretrained(name, device="cpu").meta
+    meta = (load_checkpoint(weights, device="cpu") if weights else load_pretrained(name, device="cpu")).meta
+    if not meta.get("command"):
+        raise ValueError(f"checkpoint {weights or name} records no training command")
     argv = shlex.split(meta["command"])
     argv = argv[2:] if argv[:2] == ["dnnod", "train"] else argv
     drop_flag = {"--resume", "--no-progress"}
@@ -268,18 +276,23 @@ def detectornet_train_cost(name: str = "pennfudan-tiny", short: int = 5, long: i
         if argv[i] == "--threads" and threads:
             i += 2
             continue
+        if argv[i] == "--workers":           # sample in this process, so its CPU time counts
+            i += 2
+            continue
         if argv[i] not in drop_flag:
             keep.append(argv[i])
         i += 1
     if threads:
         keep += ["--threads", str(threads)]
+    keep += ["--workers", "0", "--device", "cpu"]
     cpu = {}
     for k in (short, long):
         c0 = time.process_time()
         train(keep + ["--out", str(Path(out_dir) / f"steps{k}"), "--stop-after", str(k), "--no-progress"])
         cpu[k] = time.process_time() - c0
     per_step = (cpu[long] - cpu[short]) / (long - short)
-    return {"model": name, "train_command": meta["command"], "steps": int(meta["step"]),
+    return {"model": weights or name, "train_command": meta["command"], "steps": int(meta["step"]),
+            "train_hardware": meta.get("hardware"),
             "wall_time_s": round(float(meta["wall_time_s"]), 1),
             "cpu_s_per_step": round(per_step, 3),
             "cpu_s_estimate": round(per_step * int(meta["step"]), 1),
@@ -401,6 +414,7 @@ def main(argv=None) -> None:
     h.add_argument("--out", required=True)
     c = sub.add_parser("detectornet-cost", help="CPU s per step of the shipped network's training command")
     c.add_argument("--name", default="pennfudan-tiny")
+    c.add_argument("--weights", default=None, help="a checkpoint file instead of the shipped --name")
     c.add_argument("--short", type=int, default=5)
     c.add_argument("--long", type=int, default=25)
     c.add_argument("--runs", default="runs/ch10-cost")
@@ -408,6 +422,7 @@ def main(argv=None) -> None:
     c.add_argument("--out", required=True)
     d = sub.add_parser("detectornet", help="the shipped DetectorNet on the Penn-Fudan test split")
     d.add_argument("--name", default="pennfudan-tiny")
+    d.add_argument("--weights", default=None, help="a checkpoint file instead of the shipped --name")
     d.add_argument("--root", default=None)
     d.add_argument("--limit", type=int, default=None)
     d.add_argument("--threads", type=int, default=None)
@@ -418,12 +433,13 @@ def main(argv=None) -> None:
         if a.threads:
             torch.set_num_threads(a.threads)
         if a.cmd == "detectornet-cost":
-            res = detectornet_train_cost(a.name, a.short, a.long, a.runs, threads=a.threads)
+            res = detectornet_train_cost(a.name, a.short, a.long, a.runs, threads=a.threads,
+                                         weights=a.weights)
         elif a.cmd == "heads":
             res = compare_heads(a.steps, a.batch_size, a.seed, a.test_images, out_dir=a.runs,
                                 num_images=a.num_images)
         else:
-            res = detectornet_on_pennfudan(a.name, a.root, a.limit)
+            res = detectornet_on_pennfudan(a.name, a.root, a.limit, weights=a.weights)
         res["command"] = command
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(res, indent=2))

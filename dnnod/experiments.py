@@ -368,8 +368,8 @@ def lambda_sweep(lams=(0.01, 0.1, 1.0), steps: int = 60, batch_size: int = 32, l
                  runs_dir: str = "runs/ablation-lambda", device="cpu", threads: Optional[int] = None,
                  argv=None, progress=False) -> Dict[str, Any]:
     """Short trainings on shapes with ``dnnod.train`` for each λ (same seed, same budget:
-    ``steps`` steps of ``batch_size`` crops, Adam 1e-3, cosine — the shipped recipe but far
-    shorter), each evaluated on the first ``limit`` shapes test images (3 scales + refinement).
+    ``steps`` steps of ``batch_size`` crops, tiny arch with the conv head, Adam 1e-3, cosine —
+    close to the shipped recipe but far shorter), each evaluated on the first ``limit`` shapes test images (3 scales + refinement).
     Also the mean predicted full-mask value on covered / empty cells of validation crops, which
     shows λ's effect directly (Sec. 4: large λ pushes masks towards zero)."""
     from .checkpoint import load_checkpoint
@@ -377,7 +377,8 @@ def lambda_sweep(lams=(0.01, 0.1, 1.0), steps: int = 60, batch_size: int = 32, l
     t0 = time.perf_counter()
     out: Dict[str, Any] = {"experiment": "lambda", "budget": {
         "steps": steps, "batch_size": batch_size, "crops_seen": steps * batch_size,
-        "optimizer": "adam", "lr": 1e-3, "lr_schedule": "cosine", "arch": "tiny", "data": "shapes",
+        "optimizer": "adam", "lr": 1e-3, "lr_schedule": "cosine", "arch": "tiny", "head": "conv",
+        "data": "shapes",
         "note": "a SHORT budget (the shipped shapes-tiny saw far more crops); compares the λ values "
                 "with one equal budget, not their converged quality"},
         "eval_images": limit, "results": {}}
@@ -385,7 +386,7 @@ def lambda_sweep(lams=(0.01, 0.1, 1.0), steps: int = 60, batch_size: int = 32, l
     for lam in lams:
         run_dir = Path(runs_dir) / f"lam{lam:g}"
         t1 = time.perf_counter()
-        train(out=str(run_dir), data="shapes", arch="tiny", epochs=1, steps_per_epoch=steps,
+        train(out=str(run_dir), data="shapes", arch="tiny", head="conv", epochs=1, steps_per_epoch=steps,
               batch_size=batch_size, optimizer="adam", lr=1e-3, lr_schedule="cosine", lam=float(lam),
               seed=0, val_images=0, no_progress=not progress, threads=threads, device=device)
         train_s = time.perf_counter() - t1

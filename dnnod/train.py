@@ -343,7 +343,7 @@ def _run(args) -> Dict[str, Any]:
     if rng is not None:
         _set_rng_state(rng)
 
-    meta = {"command": "dnnod train " + " ".join(sys.argv[1:]) if sys.argv and "dnnod" in sys.argv[0] else None,
+    meta = {"command": _command_line(),
             "args": {k: v for k, v in vars(args).items()}, "seed": args.seed, "torch": str(torch.__version__),
             "device": str(device), "world_size": world, "train_images": len(train_ds),
             "hardware": _hardware(device)}
@@ -422,6 +422,17 @@ def _run(args) -> Dict[str, Any]:
                "final_loss": log_steps[-1]["loss"] if log_steps else None,
                "epochs": log_epochs, "model": model}
     return summary
+
+
+def _command_line() -> Optional[str]:
+    """``dnnod train ...`` as typed, whether launched as ``dnnod train``, ``python -m dnnod.cli
+    train`` or ``python -m dnnod.train`` (None when called from Python)."""
+    if not sys.argv or "dnnod" not in sys.argv[0]:
+        return None
+    args = sys.argv[1:]
+    if args[:1] == ["train"]:
+        args = args[1:]
+    return "dnnod train " + " ".join(args)
 
 
 def _sync_buffers(model: nn.Module, world: int) -> None:

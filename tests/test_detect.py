@@ -17,7 +17,7 @@ from dnnod.localize import kmeans_aspect_ratios, mask_score
 from dnnod.masks import mask_targets
 from dnnod.multiscale import merge_masks, scale_windows
 from dnnod.predict import GroundTruthPredictor, NetPredictor
-from dnnod.refine import enlarge, refine_boxes
+from dnnod.refine import enlarge, match_aspect, refine_boxes
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -265,6 +265,34 @@ def test_enlarge_hand_worked():
     assert b[0].tolist() == pytest.approx([8.0, 16.0, 32.0, 64.0])
     clipped = enlarge([[0.0, 0.0, 10.0, 10.0]], 1.2, image_size=(11, 100))
     assert clipped[0].tolist() == pytest.approx([0.0, 0.0, 11.0, 11.0])
+
+
+def test_match_aspect_hand_worked():
+    # a tall 10 x 40 box in a 200 x 100 (W x H) image: widened about its centre to 2 x 40 = 80
+    b = match_aspect([[50.0, 20.0, 60.0, 60.0]], 2.0, (100, 200))
+    assert b[0].tolist() == pytest.approx([15.0, 20.0, 95.0, 60.0])
+    # a wide box gets taller instead; near the edge it is shifted inside, not clipped
+    b = match_aspect([[0.0, 90.0, 100.0, 100.0]], 2.0, (100, 200))
+    assert b[0].tolist() == pytest.approx([0.0, 50.0, 100.0, 100.0])
+    # larger than the image: clipped to it
+    b = match_aspect([[10.0, 10.0, 20.0, 90.0]], 4.0, (100, 200))
+    assert b[0].tolist() == pytest.approx([0.0, 10.0, 200.0, 90.0])
+    with pytest.raises(ValueError, match="aspect"):
+        match_aspect([[0, 0, 1, 1.0]], 0.0, (10, 10))
+
+
+def test_refinement_stays_on_its_object():
+    """A small person beside a large one: the small one's refinement crop (grown to the image's
+    aspect ratio) shows the large one whole. Without the IoU limit its detection jumps to the large
+    person (score 4.02 there against 3.73 on its own), and NMS would then lose the small one."""
+    truth = torch.tensor([[20.0, 20.0, 50.0, 90.0], [50.0, 40.0, 64.0, 90.0]])
+    pred = GroundTruthPredictor(truth, torch.tensor([1, 1]), num_classes=1)
+    img = torch.zeros(3, 100, 140, dtype=torch.uint8)
+    rough = torch.tensor([[22.0, 22.0, 50.0, 88.0], [48.0, 38.0, 64.0, 90.0]])
+    b, _, _ = refine_boxes(pred, img, rough, torch.tensor([1, 1]), apply_nms=False)
+    assert (torch.diagonal(iou_matrix(b.double(), truth.double())) > 0.7).all()
+    jumped, _, _ = refine_boxes(pred, img, rough, torch.tensor([1, 1]), apply_nms=False, min_iou=0.0)
+    assert iou_matrix(jumped[1:].double(), truth.double())[0].argmax() == 0     # the large one
 
 
 def test_load_image_variants(tmp_path):
