@@ -65,12 +65,14 @@ def test_found_objects_matches_brute_force(seed):
 
 
 def test_detections_json_roundtrip_and_errors():
-    dets = [{"boxes": torch.tensor([[1.04, 2.0, 3.0, 4.26]]), "scores": torch.tensor([0.123456]),
-             "labels": torch.tensor([1])},
+    dets = [{"boxes": torch.tensor([[1.0404, 2.0, 3.0, 4.2626]], dtype=torch.float64),
+             "scores": torch.tensor([0.123456789], dtype=torch.float64), "labels": torch.tensor([1])},
             {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}]
-    back = baselines.detections_from_json(json.loads(json.dumps(baselines._dets_json(dets))))
-    assert torch.allclose(back[0]["boxes"], torch.tensor([[1.0, 2.0, 3.0, 4.3]]))
-    assert back[0]["scores"].item() == pytest.approx(0.1235)
+    stored = json.loads(json.dumps(baselines._dets_json(dets)))
+    assert stored[0]["boxes"] == [[1.04, 2.0, 3.0, 4.263]]        # 0.001 px
+    assert stored[0]["scores"] == [0.1234568]                     # 7 significant digits
+    back = baselines.detections_from_json(stored)
+    assert torch.allclose(back[0]["boxes"].double(), torch.tensor([[1.04, 2.0, 3.0, 4.263]], dtype=torch.float64))
     assert back[1]["boxes"].shape == (0, 4)
     with pytest.raises(ValueError, match="boxes"):
         baselines.detections_from_json([{"boxes": [[0, 0, 1, 1]], "scores": [], "labels": [1]}])
