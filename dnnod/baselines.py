@@ -225,14 +225,19 @@ def _step_losses(run: Path) -> List[float]:
         return [float(r["loss"]) for r in csv.DictReader(f)]
 
 
+def _load_detectornet(name: str, weights: Optional[str]) -> torch.nn.Module:
+    """The checkpoint file ``weights`` if given, else the shipped ``load_pretrained(name)``."""
+    from .checkpoint import load_checkpoint, load_pretrained
+    return load_checkpoint(weights, device="cpu") if weights else load_pretrained(name, device="cpu")
+
+
 def detectornet_on_pennfudan(name: str = "pennfudan-tiny", root: Optional[str] = None,
                              limit: Optional[int] = None, weights: Optional[str] = None) -> Dict[str, Any]:
     """The shipped DetectorNet (``load_pretrained(name)``, or the checkpoint file ``weights``) on the
     Penn-Fudan test split with the default ``detect`` settings: VOC07 AP, s/image and the
     detections (for the book's figures), and the training command and steps from the checkpoint."""
-    from .checkpoint import load_checkpoint, load_pretrained
     from .evaluate import evaluate_model
-    model = load_checkpoint(weights, device="cpu") if weights else load_pretrained(name, device="cpu")
+    model = _load_detectornet(name, weights)
     meta = getattr(model, "meta", {}) or {}
     test = PennFudanDataset(root, split="test")
     torch.manual_seed(0)
@@ -259,11 +264,10 @@ def detectornet_train_cost(name: str = "pennfudan-tiny", short: int = 5, long: i
     other). ``weights``: a checkpoint file instead of the shipped ``name``. Sampling runs in the
     measuring process (``--workers 0``) on the CPU, so all of a step's work is counted."""
     import shlex
-    from .checkpoint import load_checkpoint, load_pretrained
     from .train import train
     if not 0 < short < long:
         raise ValueError(f"need 0 < short < long; got {short}, {long}")
-    meta = (load_checkpoint(weights, device="cpu") if weights else load_pretrained(name, device="cpu")).meta
+    meta = _load_detectornet(name, weights).meta
     if not meta.get("command"):
         raise ValueError(f"checkpoint {weights or name} records no training command")
     argv = shlex.split(meta["command"])

@@ -143,4 +143,3 @@ def kmeans_aspect_ratios(boxes: torch.Tensor, k: int = 10, seed: int = 0) -> Lis
     floats for the checkpoint; the one implementation is ``dnnod.localize.kmeans_aspect_ratios``."""
     from .localize import kmeans_aspect_ratios as km
     return [float(v) for v in torch.as_tensor(km(boxes, k=k, seed=seed)).flatten().tolist()]
-

@@ -369,7 +369,8 @@ def lambda_sweep(lams=(0.01, 0.1, 1.0), steps: int = 60, batch_size: int = 32, l
                  argv=None, progress=False) -> Dict[str, Any]:
     """Short trainings on shapes with ``dnnod.train`` for each λ (same seed, same budget:
     ``steps`` steps of ``batch_size`` crops, tiny arch with the conv head, Adam 1e-3, cosine —
-    close to the shipped recipe but far shorter), each evaluated on the first ``limit`` shapes test images (3 scales + refinement).
+    close to the shipped recipe but far shorter), each evaluated on the first ``limit`` shapes
+    test images (3 scales + refinement).
     Also the mean predicted full-mask value on covered / empty cells of validation crops, which
     shows λ's effect directly (Sec. 4: large λ pushes masks towards zero)."""
     from .checkpoint import load_checkpoint

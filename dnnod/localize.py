@@ -56,6 +56,9 @@ DEFAULT_ASPECT_RATIOS: Tuple[float, ...] = tuple(3.0 ** (-1 + 2 * i / 9) for i i
 DEFAULT_SURROUND = 1.5
 #: Candidates kept for NMS after the Eq. 2 threshold, best Eq. 3 first (ours; bounds NMS cost).
 DEFAULT_PRE_NMS = 4000
+#: Aspect ratios (and candidate shapes) that agree to this relative tolerance are one (ours):
+#: they give the same candidates for every practical purpose, at a multiple of the cost.
+SAME_SHAPE_RTOL = 1e-3
 NMS_MODES = ("iou", "dpm")
 _FULL, _TOP, _BOTTOM, _LEFT, _RIGHT = range(5)
 
@@ -278,7 +281,7 @@ def kmeans_aspect_ratios(boxes: BoxesLike, k: int = 10, seed: int = 0, *, iters:
     keep = torch.ones(len(c), dtype=torch.bool)
     last = c[0]
     for i in range(1, len(c)):          # k <= ~10 centres: a loop is fine
-        if float(c[i] - last) < 1e-3:
+        if float(c[i] - last) < SAME_SHAPE_RTOL:      # log-ratios: a relative tolerance
             keep[i] = False
         else:
             last = c[i]
@@ -357,14 +360,13 @@ def make_lattice(region: RectLike, aspect_ratios: Optional[Sequence[float]] = No
     mean_dim = sz[:, None] * (W + H) / 2                         # [n_sizes, 1]
     h = (2 * mean_dim / (1 + ar[None])).clamp(max=H).reshape(-1)  # from w + h = 2m, w = a·h
     w = (2 * mean_dim * ar[None] / (1 + ar[None])).clamp(max=W).reshape(-1)
-    # Drop duplicates — created by clipping, or by aspect ratios that agree to 0.1% (k-means on
-    # data whose boxes all share one shape) — keeping the first occurrence (sizes-major order).
-    # Shapes within 0.1% are the same candidates for every practical purpose, at 10x the cost.
+    # Drop duplicates — created by clipping, or by aspect ratios within SAME_SHAPE_RTOL (k-means
+    # on data whose boxes all share one shape) — keeping the first occurrence (sizes-major order).
     key = torch.stack([w, h], 1)
     keep = torch.ones(len(w), dtype=torch.bool)
     if len(w) > 1:
         diff = (key[:, None] - key[None]).abs()
-        same = (diff <= 1e-3 * torch.maximum(key[:, None], key[None])).all(-1)
+        same = (diff <= SAME_SHAPE_RTOL * torch.maximum(key[:, None], key[None])).all(-1)
         keep = ~torch.tril(same, -1).any(1)
     w, h = w[keep], h[keep]
     eps = 1e-9

@@ -105,10 +105,12 @@ def refine_boxes(predictor, image: ImageLike, boxes: BoxesLike, labels,
     [N]`` in image pixels. Each box is enlarged by ``factor``, the predictor runs on all crops at
     once, and in each crop the best candidate by Eq. 3 on that class's masks replaces the box
     (``threshold``: optionally only among candidates with Eq. 2 > threshold; ours, default none,
-    so every detection gets refined). Candidate sizes and stride in the crop: module doc. Score = Eq. 3 on the refinement masks. Then a per-class NMS
-    (``apply_nms``). ``crop_aspect="image"`` (default, ours) grows each enlarged crop to the
-    image's aspect ratio (:func:`match_aspect`), the shape of the windows the network was
-    trained on; ``None`` keeps the plain enlargement. With ``return_all`` a 4th item: dict with the ``crops [N, 4]`` and their
+    so every detection gets refined). Candidate sizes and stride in the crop: module doc.
+    Score = Eq. 3 on the refinement masks. Then a per-class NMS (``apply_nms``).
+    ``crop_aspect="image"`` (default, ours) grows each enlarged crop to the image's aspect ratio
+    (:func:`match_aspect`), the shape of the windows the network was trained on; ``None`` keeps
+    the plain enlargement. ``min_iou`` (ours): a refined box keeps at least this IoU with the
+    detection it refines. With ``return_all`` a 4th item: dict with the ``crops [N, 4]`` and their
     ``crop_masks [N, 5, d, d]`` (of each detection's class) and the refined boxes before NMS.
     """
     img = load_image(image)
