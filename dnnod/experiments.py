@@ -366,13 +366,18 @@ def ablations(datasets=("shapes", "pennfudan"), limits=DEFAULT_LIMITS, weights=N
 
 def lambda_sweep(lams=(0.01, 0.1, 1.0), steps: int = 60, batch_size: int = 32, limit: int = 30,
                  runs_dir: str = "runs/ablation-lambda", device="cpu", threads: Optional[int] = None,
-                 argv=None, progress=False) -> Dict[str, Any]:
+                 argv=None, progress=False, reuse: bool = False) -> Dict[str, Any]:
     """Short trainings on shapes with ``dnnod.train`` for each λ (same seed, same budget:
     ``steps`` steps of ``batch_size`` crops, tiny arch with the conv head, Adam 1e-3, cosine —
     close to the shipped recipe but far shorter), each evaluated on the first ``limit`` shapes
     test images (3 scales + refinement).
     Also the mean predicted full-mask value on covered / empty cells of validation crops, which
-    shows λ's effect directly (Sec. 4: large λ pushes masks towards zero)."""
+    shows λ's effect directly (Sec. 4: large λ pushes masks towards zero).
+
+    ``reuse``: a run folder whose ``last.pt`` was trained with exactly these settings is
+    evaluated again instead of retrained (training is deterministic for a seed, so only the
+    evaluation is redone — e.g. after a change to the box extraction); its recorded training
+    time is kept and the JSON says which runs were reused."""
     from .checkpoint import load_checkpoint
     from .train import train
     t0 = time.perf_counter()
@@ -386,11 +391,19 @@ def lambda_sweep(lams=(0.01, 0.1, 1.0), steps: int = 60, batch_size: int = 32, l
     ds = load_split("shapes", limit)
     for lam in lams:
         run_dir = Path(runs_dir) / f"lam{lam:g}"
-        t1 = time.perf_counter()
-        train(out=str(run_dir), data="shapes", arch="tiny", head="conv", epochs=1, steps_per_epoch=steps,
-              batch_size=batch_size, optimizer="adam", lr=1e-3, lr_schedule="cosine", lam=float(lam),
-              seed=0, val_images=0, no_progress=not progress, threads=threads, device=device)
-        train_s = time.perf_counter() - t1
+        want = dict(data="shapes", arch="tiny", head="conv", epochs=1, steps_per_epoch=steps,
+                    batch_size=batch_size, optimizer="adam", lr=1e-3, lr_schedule="cosine",
+                    lam=float(lam), seed=0)
+        meta = _run_meta(run_dir / "last.pt") if reuse else None
+        if meta is not None and all(meta.get("args", {}).get(k) == v for k, v in want.items()) \
+                and meta.get("step") == steps:
+            train_s = float(meta["wall_time_s"])
+            out.setdefault("reused_runs", []).append(f"{lam:g}")
+        else:
+            t1 = time.perf_counter()
+            train(out=str(run_dir), **want, val_images=0, no_progress=not progress,
+                  threads=threads, device=device)
+            train_s = time.perf_counter() - t1
         model = load_checkpoint(run_dir / "last.pt", device=device)
         run = run_variants(model, ds, ("full",), device=device)
         s = ap_summary(run["detections"]["full"], run["ground_truths"], model.num_classes,
@@ -400,6 +413,16 @@ def lambda_sweep(lams=(0.01, 0.1, 1.0), steps: int = 60, batch_size: int = 32, l
                                       **_mask_stats(model, run["ground_truths"], ds)}
     out.update(_meta(t0, argv))
     return out
+
+
+def _run_meta(path: Path) -> Optional[Dict[str, Any]]:
+    """The ``meta`` of a training checkpoint, or None if there is none (or it is unreadable)."""
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True).get("meta")
+    except Exception:                                   # a half-written or foreign file: retrain
+        return None
 
 
 @torch.no_grad()
@@ -465,6 +488,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--lambda-images", type=int, default=30)
     ap.add_argument("--lambdas", default="0.01,0.1,1")
     ap.add_argument("--runs-dir", default="runs/ablation-lambda")
+    ap.add_argument("--reuse-runs", action="store_true",
+                    help="lambda: evaluate existing runs trained with the same settings again")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--update", action="store_true",
                     help="keep the entries of other datasets already in the output file(s)")
@@ -483,7 +508,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if a.command == "lambda":
         res = lambda_sweep(tuple(float(x) for x in a.lambdas.split(",")), steps=a.lambda_steps,
                            batch_size=a.lambda_batch, limit=a.lambda_images, runs_dir=a.runs_dir,
-                           device=a.device, threads=a.threads, argv=argv, progress=a.progress)
+                           device=a.device, threads=a.threads, argv=argv, progress=a.progress,
+                           reuse=a.reuse_runs)
         outs = {a.out or "book/data/ch09_ablation_lambda.json": res}
     elif a.command == "all":
         folder = Path(a.out or "book/data")

@@ -30,14 +30,22 @@ so its four half terms collapse to two products as well::
     Σ_halves = 2/A · [ (Dy_top − Dy_bottom)(m_top − m_bottom) Dx_fullᵀ
                       + Dy_full (m_left − m_right)(Dx_left − Dx_right)ᵀ ]
 
-and everything for a chunk of shapes is two batched matmuls with inner dimension 2d. Shapes are
-processed in chunks so peak extra memory stays bounded (≈ 100 MB for a 1000×1000 image).
+and everything for a block of shapes is three batched matmuls (Eq. 2, the surround, Eq. 3).
+
+The lattice is *snapped* (ours, :func:`make_lattice`): the region is a whole number of steps of
+≈ ``stride`` px and every shape a whole number of steps, so every box edge, half-box line and
+(for the default surround 1.5) surround edge lies on one grid of pitch step/4. Then each
+``o(a, b)`` is the difference of two rows of one table, the vectors depend on the lattice only
+and are built once per lattice (memoised per image size), and a call is three small matmuls
+per block of shapes: ~7 ms for the ≈ 200 k candidates of a 500×375 image on 2 CPU cores
+(bench/localize.py). Blocks bound the memory (≈ 100 MB peak for a 1000×1000 image). Refinement
+crops (each its own region, surround clipped to the image) use the general matmul path.
 """
 from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -291,10 +299,15 @@ def kmeans_aspect_ratios(boxes: BoxesLike, k: int = 10, seed: int = 0, *, iters:
 # ----------------------------------------------------------------------------- candidates
 @dataclass
 class Lattice:
-    """Candidate boxes of a region: shapes ``(w[s], h[s])`` slid with ``stride`` px.
+    """Candidate boxes of a region: shapes ``(w[s], h[s])`` slid with strides ``(sx, sy)`` px.
 
-    Shape s has ``nx[s] × ny[s]`` positions; x1 = ``x0[s] + i·stride`` (i < nx[s]), y1 likewise.
+    Shape s has ``nx[s] × ny[s]`` positions; x1 = ``x0[s] + i·sx`` (i < nx[s]), y1 likewise.
     Candidate order: shape-major, then y, then x (the order of :meth:`boxes`).
+
+    A lattice of :func:`make_lattice` is *snapped*: the region is ``NX × NY`` strides and every
+    shape is ``a[s] × b[s]`` strides, so all box corners, half-box lines and (for the default
+    surround) surround edges lie on one grid of pitch stride/4 — the fast path of
+    :func:`_score_lattice`. Grouped lattices (:func:`concat_lattices`) have ``a = None``.
     """
     region: torch.Tensor                 # [4] float64
     w: torch.Tensor                      # [S]
@@ -303,11 +316,19 @@ class Lattice:
     y0: torch.Tensor
     nx: torch.Tensor                     # [S] int64
     ny: torch.Tensor
-    stride: Union[float, torch.Tensor]   # a number, or one per shape ([S]) for grouped lattices
+    sx: Union[float, torch.Tensor]       # a number, or one per shape ([S]) for grouped lattices
+    sy: Union[float, torch.Tensor]
     #: Grouped lattices (:func:`concat_lattices`): the mask set / region index of each shape
     #: ``[S]`` and each shape's region ``[S, 4]``; None for a single region.
     group: Optional[torch.Tensor] = None
     shape_region: Optional[torch.Tensor] = None
+    #: Snapped lattices: shape sizes in strides ``[S]`` int64 and the region's size in strides.
+    a: Optional[torch.Tensor] = None
+    b: Optional[torch.Tensor] = None
+    NX: int = 0
+    NY: int = 0
+    #: Lattice-only precomputations of the fast path (see :func:`_snapped_geometry`).
+    _cache: Dict[tuple, object] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def num_shapes(self) -> int:
@@ -330,20 +351,35 @@ class Lattice:
         s = torch.searchsorted(torch.cumsum(counts, 0), index, right=True)
         r = index - start[s]
         q, p = r // self.nx[s], r % self.nx[s]
-        st = self.stride[s] if isinstance(self.stride, torch.Tensor) else self.stride
-        x1 = self.x0[s] + p.double() * st
-        y1 = self.y0[s] + q.double() * st
+        sx = self.sx[s] if isinstance(self.sx, torch.Tensor) else self.sx
+        sy = self.sy[s] if isinstance(self.sy, torch.Tensor) else self.sy
+        x1 = self.x0[s] + p.double() * sx
+        y1 = self.y0[s] + q.double() * sy
         return torch.stack([x1, y1, x1 + self.w[s], y1 + self.h[s]], -1)
 
 
 def make_lattice(region: RectLike, aspect_ratios: Optional[Sequence[float]] = None, *,
-                 sizes: Sequence[float] = DEFAULT_SIZES, stride: float = 5) -> Lattice:
+                 sizes: Sequence[float] = DEFAULT_SIZES, stride: float = 5,
+                 snap: bool = True, cache: bool = True) -> Lattice:
     """The candidate shapes of Sec. 5.2 for ``region`` and their stride lattices.
 
-    Mean dimension (w + h)/2 = size × (W + H)/2 of the region, w/h = aspect ratio. A shape larger
-    than the region is clipped to it (ours: keeps full-height / full-width candidates, which large
-    objects need) and duplicate shapes are dropped. Positions run in steps of ``stride`` px and
-    are centred in the region, so the margins left over on both sides are equal.
+    Mean dimension (w + h)/2 = size × (W + H)/2 of the region, w/h = aspect ratio (paper). Ours,
+    so that every shape is a shifted slice of one sampled integral image (module doc): the
+    region is cut into ``NX = round(W / stride)`` × ``NY = round(H / stride)`` equal steps (so the
+    strides ``sx = W / NX``, ``sy = H / NY`` are within a few % of ``stride`` and tile the region
+    exactly), each shape's width and height are rounded to whole steps (at least 1, at most the
+    region: larger shapes are clipped to it, which keeps full-height / full-width candidates),
+    shapes that coincide after rounding are dropped, and the positions run over the whole
+    lattice from the region's corner. Box sizes change by at most half a step (2.5 px).
+
+    ``snap=False`` keeps the exact shapes instead (w, h from size and ratio; duplicates within
+    :data:`SAME_SHAPE_RTOL` dropped) on a ``stride`` lattice centred in the region, so the
+    margins left over on both sides are equal — what refinement uses (:mod:`dnnod.refine`: its
+    crops are scored by the general path anyway, and small crops want exact shapes).
+
+    With ``cache`` (default) the lattice is memoised (the last few regions): images of one size
+    share it, and with it the fast path's precomputed geometry (:func:`_snapped_geometry`).
+    Lattices are read-only; pass ``cache=False`` for one-off regions (refinement crops).
     """
     r = as_rect(region, "region")
     ar = torch.as_tensor(DEFAULT_ASPECT_RATIOS if aspect_ratios is None else aspect_ratios,
@@ -356,6 +392,44 @@ def make_lattice(region: RectLike, aspect_ratios: Optional[Sequence[float]] = No
     if isinstance(stride, bool) or not isinstance(stride, (int, float)) or not math.isfinite(stride) \
             or stride <= 0:
         raise ValueError(f"stride must be a positive number (pixels); got {stride!r}")
+    key = (tuple(r.tolist()), tuple(ar.tolist()), tuple(sz.tolist()), float(stride), bool(snap))
+    return _lattice_cached(key) if cache else _build_lattice(*key)
+
+
+@functools.lru_cache(maxsize=4)
+def _lattice_cached(key) -> Lattice:
+    return _build_lattice(*key)
+
+
+def _build_lattice(region: Tuple[float, ...], ar: Tuple[float, ...], sz: Tuple[float, ...],
+                   stride: float, snap: bool = True) -> Lattice:
+    r = torch.tensor(region, dtype=torch.float64)
+    ar = torch.tensor(ar, dtype=torch.float64)
+    sz = torch.tensor(sz, dtype=torch.float64)
+    W, H = float(r[2] - r[0]), float(r[3] - r[1])
+    if not snap:
+        return _free_lattice(r, ar, sz, stride)
+    NX, NY = max(1, int(math.floor(W / stride + 0.5))), max(1, int(math.floor(H / stride + 0.5)))
+    sx, sy = W / NX, H / NY
+    mean_dim = sz[:, None] * (W + H) / 2                         # [n_sizes, 1]
+    h = (2 * mean_dim / (1 + ar[None])).reshape(-1)              # from w + h = 2m, w = a·h
+    w = (2 * mean_dim * ar[None] / (1 + ar[None])).reshape(-1)
+    a = torch.floor(w / sx + 0.5).long().clamp(1, NX)
+    b = torch.floor(h / sy + 0.5).long().clamp(1, NY)
+    # Drop duplicates (created by rounding and clipping), keeping the first occurrence
+    # (sizes-major order).
+    key = a * (NY + 1) + b
+    keep = torch.ones(len(key), dtype=torch.bool)
+    if len(key) > 1:
+        keep = ~torch.tril(key[:, None] == key[None], -1).any(1)
+    a, b = a[keep], b[keep]
+    S = len(a)
+    return Lattice(r, a.double() * sx, b.double() * sy, r[0].repeat(S), r[1].repeat(S),
+                   NX - a + 1, NY - b + 1, sx, sy, a=a, b=b, NX=NX, NY=NY)
+
+
+def _free_lattice(r: torch.Tensor, ar: torch.Tensor, sz: torch.Tensor, stride: float) -> Lattice:
+    """make_lattice(snap=False): exact shapes on a centred ``stride`` lattice."""
     W, H = float(r[2] - r[0]), float(r[3] - r[1])
     mean_dim = sz[:, None] * (W + H) / 2                         # [n_sizes, 1]
     h = (2 * mean_dim / (1 + ar[None])).clamp(max=H).reshape(-1)  # from w + h = 2m, w = a·h
@@ -374,7 +448,7 @@ def make_lattice(region: RectLike, aspect_ratios: Optional[Sequence[float]] = No
     ny = torch.floor((H - h) / stride + eps).long() + 1
     x0 = r[0] + ((W - w) - (nx - 1).double() * stride).clamp(min=0) / 2
     y0 = r[1] + ((H - h) - (ny - 1).double() * stride).clamp(min=0) / 2
-    return Lattice(r, w, h, x0, y0, nx, ny, float(stride))
+    return Lattice(r, w, h, x0, y0, nx, ny, float(stride), float(stride))
 
 
 def concat_lattices(lats: Sequence[Lattice]) -> Lattice:
@@ -382,11 +456,11 @@ def concat_lattices(lats: Sequence[Lattice]) -> Lattice:
     G mask sets ``[G, 5, dy, dx]`` are scored in one vectorised pass; group g = ``lats[g]``."""
     cat = lambda f: torch.cat([getattr(l, f) for l in lats])
     group = torch.cat([torch.full((l.num_shapes,), g, dtype=torch.long) for g, l in enumerate(lats)])
-    stride = torch.cat([torch.full((l.num_shapes,), float(l.stride), dtype=torch.float64)
-                        for l in lats])
+    per = lambda f: torch.cat([torch.as_tensor(getattr(l, f), dtype=torch.float64).expand(
+        l.num_shapes) for l in lats])
     regions = torch.stack([l.region for l in lats])
     return Lattice(regions[0], cat("w"), cat("h"), cat("x0"), cat("y0"), cat("nx"), cat("ny"),
-                   stride, group, regions[group])
+                   per("sx"), per("sy"), group, regions[group])
 
 
 def candidate_boxes(image_size: Tuple[float, float], aspect_ratios: Optional[Sequence[float]] = None,
@@ -462,17 +536,212 @@ def _lattice_chunks(lat: Lattice, budget: int, slack: float = 3.0) -> List[torch
     return [torch.tensor(c, dtype=torch.long) for c in chunks]
 
 
-@serial
+#: Pitch of the snapped fast path's grid, in lattice steps: 1/4 puts the half-box lines (a/2 steps)
+#: and the default surround's edges ((1.5 − 1)/2 · a steps) on the grid.
+_FINE = 4
+#: Candidate positions per block of the snapped path (bounds its memory: ~1 MB per mask set).
+_BLOCK_POSITIONS = 1 << 16
+
+
 def _score_lattice(masks: torch.Tensor, lat: Lattice, *, surround: float,
-                   threshold: Optional[float] = None, budget: int = 1_500_000,
-                   clip: Optional[torch.Tensor] = None):
+                   threshold: Optional[float] = None, clip: Optional[torch.Tensor] = None,
+                   method: str = "auto"):
     """Eq. 2 (full mask) and Eq. 3 of the lattice candidates for a batch of mask sets.
 
     masks: ``[B, 5, dy, dx]``. Without threshold returns ``(eq2 [B, K], eq3 [B, K])`` for every
     candidate; with one, a list over B of ``(candidate indices, eq2, eq3)`` of the candidates whose
-    eq2 > threshold. Eq. 2 is one batched matmul per chunk of shapes; Eq. 3 is then evaluated only
-    where needed — as dense matmuls when most candidates of a chunk pass, else as dot products
-    of the gathered rows — so memory holds at most one chunk of dense scores.
+    eq2 > threshold.
+
+    ``method="auto"`` takes the snapped path (:func:`_score_snapped`: the integral images sampled
+    once on the lattice's grid, every box a handful of lookups) when the lattice is snapped, the
+    surround's edges fall on the grid and the surround is clipped to the region; otherwise
+    (grouped refinement lattices, a clip beyond the region) the separable matmul path
+    (:func:`_score_matmul`, exact for any geometry). ``"snapped"`` / ``"matmul"`` force one.
+    """
+    if method not in ("auto", "snapped", "matmul"):
+        raise ValueError(f"method must be 'auto', 'snapped' or 'matmul'; got {method!r}")
+    margins = _snap_margins(lat, surround)
+    same_clip = clip is None or torch.equal(torch.as_tensor(clip, dtype=torch.float64).reshape(-1),
+                                            lat.region)
+    if method == "snapped" or (method == "auto" and margins is not None and same_clip):
+        if margins is None or not same_clip:
+            raise ValueError("the snapped path needs a lattice of make_lattice, a surround whose "
+                             "edges fall on its grid and no clip beyond the region")
+        return _score_snapped(masks, lat, margins, threshold)
+    return _score_matmul(masks, lat, surround=surround, threshold=threshold, clip=clip)
+
+
+def _snap_margins(lat: Lattice, surround: float) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    """Surround margins ``(surround − 1)/2 · (w, h)`` in grid units ``[S]``, or None when the
+    lattice is not snapped or a margin is off the grid."""
+    if lat.a is None or lat.group is not None:
+        return None
+    out = []
+    for n in (lat.a, lat.b):
+        e = (surround - 1) / 2 * _FINE * n.double()
+        if (e - e.round()).abs().max() > 1e-9:
+            return None
+        out.append(e.round().long())
+    return out[0], out[1]
+
+
+def _integral_samples(n: int, cells: int) -> torch.Tensor:
+    """``[n+1, cells+1]`` weights that sample an integral image (cell units, ``cells`` cells) at
+    n+1 evenly spaced points from edge to edge: bilinear, hence exact (module doc)."""
+    u = torch.arange(n + 1, dtype=torch.float64) * (cells / n)
+    j = u.floor().clamp(max=cells - 1).long()
+    f = u - j
+    w = torch.zeros(n + 1, cells + 1, dtype=torch.float64)
+    rows = torch.arange(n + 1)
+    w[rows, j] = 1 - f
+    w[rows, j + 1] += f
+    return w
+
+
+def _snapped_chunks(lat: Lattice, budget: int, slack: float = 3.0) -> List[Tuple[int, int]]:
+    """Runs ``[s0, s1)`` of consecutive shapes whose lattices, padded to one ``[n, Q, P]`` block,
+    waste at most ``slack`` of the work and hold at most ``budget`` positions (or one shape)."""
+    nx, ny = lat.nx.tolist(), lat.ny.tolist()
+    runs, s0, q, p, act = [], 0, 0, 0, 0
+    for s in range(len(nx)):
+        q2, p2, a2 = max(q, ny[s]), max(p, nx[s]), act + nx[s] * ny[s]
+        pad = (s - s0 + 1) * q2 * p2
+        if s > s0 and (pad > slack * a2 or pad > budget):
+            runs.append((s0, s))
+            s0, q2, p2, a2 = s, ny[s], nx[s], nx[s] * ny[s]
+        q, p, act = q2, p2, a2
+    runs.append((s0, len(nx)))
+    return runs
+
+
+def _snapped_geometry(lat: Lattice, margins: Tuple[torch.Tensor, torch.Tensor], dy: int, dx: int,
+                      dtype: torch.dtype, budget: int) -> Dict[str, object]:
+    """Everything of the snapped path that depends on the lattice only (not on the masks):
+    the y overlap vectors (left factors before the masks), the x overlap vectors (right
+    factors), the surround weights and the blocks. Cached on the lattice, so the scales and
+    classes of an image (which share one lattice) pay for it once."""
+    key = ("snapped", dy, dx, dtype, budget, tuple(margins[0].tolist()), tuple(margins[1].tolist()))
+    if key in lat._cache:
+        return lat._cache[key]
+    NXf, NYf = _FINE * lat.NX, _FINE * lat.NY
+    a4, b4 = _FINE * lat.a, _FINE * lat.b                  # shape sizes in grid units [S]
+    ex, ey = margins
+    cu = (dx / NXf) * (dy / NYf)                           # one grid cell, in mask cells
+
+    def axis(n_pos: torch.Tensor, size: torch.Tensor, margin: torch.Tensor, top: int, d: int):
+        """Overlap vectors along one axis for all shapes' positions, padded to the longest
+        lattice (padding repeats a shape's last position): full ``[S, L, d]``, the full one next
+        to 2·(first half − second half) ``[S, L, 2d]``, surround ``[S, L, d]``, and the
+        surround's length over the box's ``[S, L]``. Row g of E is the overlap of [0, g] (grid
+        units) with each cell: the integral image's sampling weights, so differences are exact."""
+        E = (_integral_samples(top, d) @ torch.tril(torch.ones(d + 1, d, dtype=torch.float64),
+                                                    -1)).to(dtype)     # entries in [0, 1]
+        g = _FINE * torch.arange(int(n_pos.max()))
+        g1 = torch.minimum(g[None], _FINE * (n_pos[:, None] - 1))
+        g2 = g1 + size[:, None]
+        ga, gb = (g1 - margin[:, None]).clamp(min=0), (g2 + margin[:, None]).clamp(max=top)
+        S, L = g1.shape
+        both = torch.empty(S, L, 2 * d, dtype=dtype)
+        full = torch.sub(E[g2], E[g1], out=both[..., :d])
+        half = both[..., d:]
+        torch.mul(E[g1 + size[:, None] // 2], 4, out=half)
+        half -= 2 * E[g1]
+        half -= 2 * E[g2]
+        return full, both, E[gb] - E[ga], (gb - ga).to(dtype) / size[:, None].to(dtype)
+
+    yf, y3, ys, ur = axis(lat.ny, b4, ey, NYf, dy)
+    xf, x3, xs, vr = axis(lat.nx, a4, ex, NXf, dx)
+    # Scale: left factors by 1/b, right ones by 1/(a·cell), so the matmuls give mass / area(bb).
+    inv_b = (1.0 / b4.to(dtype))[:, None, None]
+    inv_a = (1.0 / (a4.to(dtype) * cu))[:, None, None]
+    nyl, nxl = lat.ny.tolist(), lat.nx.tolist()
+    blocks = []
+    for s0, s1 in _snapped_chunks(lat, budget):
+        Q, P = max(nyl[s0:s1]), max(nxl[s0:s1])
+        u = ur[s0:s1, :Q, None] * vr[s0:s1, None, :P]      # area(surround ∪ bb) / area(bb)
+        # frame = (sur − full) / frame area = (sur/A − eq2) · w, w = A / frame area (0: no frame)
+        w = torch.where(u > 1 + 1e-9, 1.0 / (u - 1).clamp(min=1e-9), torch.zeros((), dtype=dtype))
+        pos = None
+        if any(nyl[k] != Q or nxl[k] != P for k in range(s0, s1)):
+            valid = ((torch.arange(Q)[None, :, None] < lat.ny[s0:s1, None, None])
+                     & (torch.arange(P)[None, None, :] < lat.nx[s0:s1, None, None])).reshape(-1)
+            pos = torch.nonzero(valid).squeeze(1)
+        blocks.append((s0, s1, Q, P, w, pos))
+    geo = {"yf": yf * inv_b, "y3": y3 * inv_b, "ys": ys * inv_b,
+           "xf": (xf * inv_a).transpose(1, 2).contiguous(),
+           "x3": (x3 * inv_a).transpose(1, 2).contiguous(),
+           "xs": (xs * inv_a).transpose(1, 2).contiguous(), "blocks": blocks,
+           "starts": (torch.cumsum(lat.counts, 0) - lat.counts).tolist()}
+    lat._cache.clear()                                   # one geometry per lattice is enough
+    lat._cache[key] = geo
+    return geo
+
+
+def _score_snapped(masks: torch.Tensor, lat: Lattice,
+                   margins: Tuple[torch.Tensor, torch.Tensor], threshold: Optional[float]):
+    """The fast path of :func:`_score_lattice` for a snapped lattice (issue #4's hint: sample the
+    integral image once per lattice point; then every shape is a shifted slice).
+
+    On the grid of pitch step/_FINE every box edge, half-box line and surround edge is a grid
+    line, so the overlap vector of any such interval with the mask cells is a difference of two
+    rows of one table — the integral image's sampling weights, exact. Those vectors depend on
+    the lattice only (:func:`_snapped_geometry`, cached). Per call: the masks enter the left
+    factors as one matmul each, then a block of consecutive shapes, padded to ``Q × P``
+    positions, takes three batched matmuls — ``Dy_full·m_full·Dx_fullᵀ`` (Eq. 2), the surround's,
+    and ``Y3·N·V3ᵀ`` (the full and all four half terms of Eq. 3; module doc) — for all mask sets
+    at once; the padding is cut away and the blocks land in candidate order.
+    """
+    B, _, dy, dx = masks.shape
+    dtype = torch.float64 if masks.dtype == torch.float64 else torch.float32
+    geo = _snapped_geometry(lat, margins, dy, dx, dtype, _BLOCK_POSITIONS)
+    M = masks.to(dtype)
+    N = torch.zeros(B, 1, 2 * dy, 2 * dx, dtype=dtype)
+    N[:, 0, :dy, :dx] = M[:, _FULL]
+    N[:, 0, :dy, dx:] = M[:, _LEFT] - M[:, _RIGHT]
+    N[:, 0, dy:, :dx] = M[:, _TOP] - M[:, _BOTTOM]
+    Mf = M[:, None, _FULL]                                                     # [B, 1, dy, dx]
+    Zf, Zs, Z3 = geo["yf"] @ Mf, geo["ys"] @ Mf, geo["y3"] @ N                 # [B, S, Q, ·]
+    xf, xs, x3 = geo["xf"], geo["xs"], geo["x3"]
+    starts = geo["starts"]
+    K = len(lat)
+    dense = threshold is None
+    if dense:
+        out2 = torch.empty(B, K, dtype=dtype)
+        out3 = torch.empty(B, K, dtype=dtype)
+    kept: List[List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = [[] for _ in range(B)]
+    for s0, s1, Q, P, w, pos in geo["blocks"]:
+        eq2 = Zf[:, s0:s1, :Q] @ xf[s0:s1, :, :P]                            # [B, n, Q, P]
+        sur = Zs[:, s0:s1, :Q] @ xs[s0:s1, :, :P]
+        eq3 = Z3[:, s0:s1, :Q] @ x3[s0:s1, :, :P]
+        eq3 -= (sur - eq2) * w
+        eq2, eq3 = eq2.reshape(B, -1), eq3.reshape(B, -1)
+        if pos is not None:                            # cut the padding away
+            eq2, eq3 = eq2.index_select(1, pos), eq3.index_select(1, pos)
+        k0 = starts[s0]
+        if dense:
+            out2[:, k0:k0 + eq2.shape[1]] = eq2
+            out3[:, k0:k0 + eq3.shape[1]] = eq3
+        else:
+            for bi in range(B):                       # a loop over mask sets (classes)
+                hit = torch.nonzero(eq2[bi] > threshold).squeeze(1)
+                if hit.numel():
+                    kept[bi].append((hit + k0, eq2[bi, hit], eq3[bi, hit]))
+    if dense:
+        return out2, out3
+    return [tuple(torch.cat(c) for c in zip(*kb)) if kb else
+            (torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=dtype),
+             torch.zeros(0, dtype=dtype)) for kb in kept]
+
+
+@serial
+def _score_matmul(masks: torch.Tensor, lat: Lattice, *, surround: float,
+                  threshold: Optional[float] = None, budget: int = 1_500_000,
+                  clip: Optional[torch.Tensor] = None):
+    """The separable matmul path of :func:`_score_lattice`, exact for any lattice geometry.
+
+    Eq. 2 is one batched matmul per chunk of shapes; Eq. 3 is then evaluated only where needed
+    — as dense matmuls when most candidates of a chunk pass, else as dot products of the
+    gathered rows — so memory holds at most one chunk of dense scores.
     """
     B, _, dy, dx = masks.shape
     dtype = torch.float64 if masks.dtype == torch.float64 else torch.float32
@@ -485,9 +754,9 @@ def _score_lattice(masks: torch.Tensor, lat: Lattice, *, surround: float,
         clip = torch.as_tensor(clip, dtype=torch.float64)
         # one rectangle for all shapes, or one per group of a grouped lattice
         CL = clip[None].expand(S, 4) if clip.dim() == 1 else clip[lat.group]
-    (xf, xl, xr, xe), ew = _axis(lat.x0, lat.nx, lat.w, lat.stride, R[:, 0], R[:, 2], dx,
+    (xf, xl, xr, xe), ew = _axis(lat.x0, lat.nx, lat.w, lat.sx, R[:, 0], R[:, 2], dx,
                                  surround, dtype, CL[:, 0], CL[:, 2])
-    (yf, yt, yb, ye), eh = _axis(lat.y0, lat.ny, lat.h, lat.stride, R[:, 1], R[:, 3], dy,
+    (yf, yt, yb, ye), eh = _axis(lat.y0, lat.ny, lat.h, lat.sy, R[:, 1], R[:, 3], dy,
                                  surround, dtype, CL[:, 1], CL[:, 3])
     # Left factors for all shapes at once ([B, S, Q, ·]); Eq. 3's numerator is Y3 · N · V3ᵀ with
     # N = [[m_full, m_left − m_right], [m_top − m_bottom, 0]], Y3 = [Dy_full, 2(Dy_top − Dy_bottom)]

@@ -38,6 +38,8 @@ BEYOND_CROP: Optional[float] = 1.0
 MIN_IOU = 0.5
 #: The refinement stride is at most the crop's mean dimension / REFINE_STEPS (ours).
 REFINE_STEPS = 24
+#: Crops scored per vectorised pass (bounds memory; any value gives the same boxes).
+REFINE_BATCH = 16
 
 
 def enlarge(boxes: BoxesLike, factor: float = 1.2,
@@ -159,9 +161,19 @@ def refine_boxes(predictor, image: ImageLike, boxes: BoxesLike, labels,
         mean_dim = float(enl[i, 2] - enl[i, 0] + enl[i, 3] - enl[i, 1]) / 2
         lats.append(make_lattice(crops[i], aspect_ratios,
                                  sizes=[float(z) * float(size_scale[i]) for z in sizes],
-                                 stride=min(float(stride), mean_dim / REFINE_STEPS)))
+                                 stride=min(float(stride), mean_dim / REFINE_STEPS),
+                                 snap=False, cache=False))
     lat = concat_lattices(lats)
-    idx, _eq2, eq3 = _score_lattice(sel, lat, surround=surround, threshold=thr, clip=clips)[0]
+    # Scored in batches of crops: a grouped lattice pads every shape to its longest one, so one
+    # batch of hundreds of crops of mixed sizes would take GBs (the result is the same).
+    parts, first = [], 0
+    for g0 in range(0, len(b), REFINE_BATCH):
+        g1 = min(len(b), g0 + REFINE_BATCH)
+        i_g, _e2, e3_g = _score_lattice(sel[g0:g1], concat_lattices(lats[g0:g1]),
+                                        surround=surround, threshold=thr, clip=clips[g0:g1])[0]
+        parts.append((i_g + first, e3_g))
+        first += sum(len(l) for l in lats[g0:g1])
+    idx, eq3 = (torch.cat(v) for v in zip(*parts))
     new_b, new_s = b.clone().double(), torch.full((len(b),), math.nan, dtype=torch.float64)
     if idx.numel():
         counts = lat.counts

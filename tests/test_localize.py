@@ -210,19 +210,38 @@ def test_clip_surround_replicates_border_cells():
 
 # ----------------------------------------------------------------------------- candidates
 def test_candidate_counts_hand_count():
-    """H=20, W=30, mean dim 25; size 0.4 -> mean 10; ratio 1 -> 10x10 box: x positions
-    (30-10)/5+1 = 5, y (20-10)/5+1 = 3 -> 15. Ratio 4 -> h = 2*10/5 = 4, w = 16: x (30-16)/5 -> 2
-    +1 = 3, y (20-4)/5 -> 3 + 1 = 4 -> 12. Total 27."""
+    """H=20, W=30, stride 5: the lattice has NX = 6 x NY = 4 steps of exactly 5 px. Mean dim 25;
+    size 0.4 -> mean 10. Ratio 1 -> 10x10 box = 2x2 steps: x positions 6-2+1 = 5, y 4-2+1 = 3
+    -> 15. Ratio 4 -> w = 16, h = 4, rounded to whole steps: 15 x 5 = 3x1 steps: x 6-3+1 = 4,
+    y 4-1+1 = 4 -> 16. Total 31."""
     b = candidate_boxes((20, 30), [1.0, 4.0], sizes=(0.4,), stride=5)
-    assert len(b) == 27
+    assert len(b) == 31
     w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
     assert sorted(set(zip(w.round(decimals=6).tolist(), h.round(decimals=6).tolist()))) == \
-        [(10.0, 10.0), (16.0, 4.0)]
+        [(10.0, 10.0), (15.0, 5.0)]
     assert (b[:, 0] >= 0).all() and (b[:, 1] >= 0).all() and (b[:, 2] <= 30).all() \
         and (b[:, 3] <= 20).all()
-    # positions are centred: the 10x10 boxes start at x = 0 and end at 30 exactly
-    sq = b[(w - 10).abs() < 1e-9]
-    assert sq[:, 0].min() == 0 and sq[:, 2].max() == 30
+    # the lattice tiles the image: each shape's positions start at 0 and end at the far edge
+    for ww in (10.0, 15.0):
+        sh = b[(w - ww).abs() < 1e-9]
+        assert sh[:, 0].min() == 0 and sh[:, 2].max() == 30
+        assert sh[:, 1].min() == 0 and sh[:, 3].max() == 20
+    # all corners on the 5 px lattice
+    assert torch.equal(b, (b / 5).round() * 5)
+
+
+def test_lattice_steps_tile_odd_sizes():
+    """W = 353 at stride 5: NX = round(70.6) = 71 steps of 353/71 = 4.972 px; every box edge
+    and half-box line lies on the quarter-step grid (what the fast path needs)."""
+    lat = make_lattice((0.0, 0.0, 353.0, 101.0), [0.5, 1.0, 2.0], sizes=(0.2, 0.5, 0.9),
+                       stride=5, cache=False)
+    assert lat.NX == 71 and lat.NY == 20
+    assert lat.sx == pytest.approx(353 / 71) and lat.sy == pytest.approx(101 / 20)
+    b = lat.boxes()
+    gx, gy = b[:, [0, 2]] / (lat.sx / 4), b[:, [1, 3]] / (lat.sy / 4)
+    assert torch.allclose(gx, gx.round(), atol=1e-9) and torch.allclose(gy, gy.round(), atol=1e-9)
+    assert (b[:, 2] <= 353 + 1e-9).all() and (b[:, 3] <= 101 + 1e-9).all()
+    assert b[:, 2].max() == pytest.approx(353) and b[:, 3].max() == pytest.approx(101)
 
 
 def test_candidate_count_voc_sized_image():
@@ -371,3 +390,63 @@ def test_grouped_lattice_equals_separate_regions():
         np.testing.assert_allclose(e2[start:start + n].numpy(),
                                    mask_score(masks[k, 0], lat.boxes(), r).numpy(), atol=1e-10)
         start += n
+
+
+@pytest.mark.parametrize("surround", [1.5, 2.0, 1.0])
+def test_snapped_path_equals_matmul_path_and_brute_force(surround):
+    """The two lattice paths of _score_lattice — the snapped one (overlap vectors read off one
+    grid, what score_candidates / extract_boxes use) and the separable matmuls (any geometry) —
+    give the same Eq. 2 / Eq. 3 as each other and as the brute force, densely and with a
+    threshold, for several mask sets and an odd-sized region (non-integer steps)."""
+    from dnnod.localize import _score_lattice
+    g = torch.Generator().manual_seed(11)
+    masks = torch.rand(3, 5, 6, 8, generator=g, dtype=torch.float64)
+    region = (2.0, 1.0, 59.0, 44.0)
+    lat = make_lattice(region, [0.4, 1.0, 2.2], sizes=(0.1, 0.35, 0.7, 1.0), stride=3.3,
+                       cache=False)
+    e2s, e3s = _score_lattice(masks, lat, surround=surround, method="snapped")
+    e2m, e3m = _score_lattice(masks, lat, surround=surround, method="matmul")
+    np.testing.assert_allclose(e2s.numpy(), e2m.numpy(), atol=1e-11)
+    np.testing.assert_allclose(e3s.numpy(), e3m.numpy(), atol=1e-11)
+    boxes = lat.boxes()
+    idx = torch.randperm(len(boxes), generator=g)[:6]
+    for k in idx.tolist():
+        b = boxes[k].tolist()
+        assert e3s[2, k].item() == pytest.approx(brute_eq3(masks[2].numpy(), b, region,
+                                                           surround=surround), abs=1e-10)
+    hits = _score_lattice(masks, lat, surround=surround, threshold=0.5, method="snapped")
+    for bi, (k, e2, e3) in enumerate(hits):
+        want = torch.nonzero(e2m[bi] > 0.5).squeeze(1)
+        assert torch.equal(torch.sort(k).values, want)
+        np.testing.assert_allclose(e3.numpy(), e3m[bi, k].numpy(), atol=1e-11)
+    # float32 masks: float32 accuracy
+    e2f, e3f = _score_lattice(masks.float(), lat, surround=surround, method="snapped")
+    np.testing.assert_allclose(e3f.double().numpy(), e3m.numpy(), atol=5e-5)
+
+
+def test_snapped_path_needs_grid_aligned_surround():
+    from dnnod.localize import _score_lattice, _snap_margins
+    lat = make_lattice((0.0, 0.0, 40.0, 30.0), [1.0], sizes=(0.3, 0.5), stride=5, cache=False)
+    masks = torch.rand(1, 5, 4, 4, dtype=torch.float64)
+    assert _snap_margins(lat, 1.5) is not None
+    assert _snap_margins(lat, 1.3) is None          # 0.15·a steps: off the quarter-step grid
+    with pytest.raises(ValueError, match="snapped path"):
+        _score_lattice(masks, lat, surround=1.3, method="snapped")
+    # auto falls back to the matmul path, which still matches box_scores
+    e2, e3 = _score_lattice(masks, lat, surround=1.3)
+    np.testing.assert_allclose(e3[0].numpy(), box_scores(masks[0], lat.boxes(), lat.region,
+                                                         surround=1.3).numpy(), atol=1e-10)
+
+
+def test_unsnapped_lattice_hand_count():
+    """make_lattice(snap=False) (refinement crops): exact shapes on a centred stride lattice.
+    H=20, W=30, size 0.4 -> mean 10. Ratio 1: 10x10, x (30-10)/5+1 = 5, y (20-10)/5+1 = 3 -> 15.
+    Ratio 4: 16x4, x floor(14/5)+1 = 3, y floor(16/5)+1 = 4 -> 12. Total 27; the 16-wide boxes'
+    leftover 4 px is split 2 / 2."""
+    lat = make_lattice((0.0, 0.0, 30.0, 20.0), [1.0, 4.0], sizes=(0.4,), stride=5, snap=False,
+                       cache=False)
+    b = lat.boxes()
+    assert len(b) == 27 and lat.a is None
+    w = b[:, 2] - b[:, 0]
+    wide = b[(w - 16).abs() < 1e-9]
+    assert len(wide) == 12 and wide[:, 0].min() == 2 and wide[:, 2].max() == 28
