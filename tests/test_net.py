@@ -101,3 +101,44 @@ def test_fully_convolutional_head(arch):
     assert conv.num_parameters() < fc.num_parameters() / 5
     assert conv.config()["head"] == "conv"
     assert DetectorNet(**conv.config()).num_parameters() == conv.num_parameters()
+
+
+@pytest.mark.parametrize("size,beta", [(5, 0.75), (4, 0.5), (3, 1.0)])
+def test_fast_lrn_equals_torch_lrn(size, beta):
+    """The inference form of LocalResponseNorm (shifted adds, rsqrt power) gives torch's
+    F.local_response_norm, and training takes torch's own implementation."""
+    import torch.nn.functional as F
+    from dnnod.net import LocalResponseNorm
+    g = torch.Generator().manual_seed(0)
+    x = torch.relu(torch.randn(2, 7, 5, 6, generator=g) * 30)
+    lrn = LocalResponseNorm(size, alpha=1e-3, beta=beta, k=2.0)
+    ref = F.local_response_norm(x, size, alpha=1e-3, beta=beta, k=2.0)
+    with torch.no_grad():
+        torch.testing.assert_close(lrn(x), ref, rtol=1e-5, atol=1e-6)
+    xg = x.clone().requires_grad_(True)
+    out = lrn(xg)
+    out.sum().backward()
+    torch.testing.assert_close(out.detach(), ref, rtol=0, atol=0)
+
+
+def test_packed_linear_matches_and_follows_weight_updates():
+    """Inference through oneDNN's pre-packed weights gives F.linear's numbers, and a changed
+    weight (optimizer step, load_state_dict) is packed again, never served stale."""
+    from dnnod.net import _linear
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 300)
+    x = torch.randn(7, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(_linear(layer, x), F_linear(layer, x), rtol=1e-5, atol=1e-5)
+        layer.weight.mul_(-2.0)                       # in-place change: version counter moves
+        torch.testing.assert_close(_linear(layer, x), F_linear(layer, x), rtol=1e-5, atol=1e-5)
+        layer.load_state_dict({"weight": torch.randn(300, 64), "bias": torch.randn(300)})
+        torch.testing.assert_close(_linear(layer, x), F_linear(layer, x), rtol=1e-5, atol=1e-5)
+    # with gradients the plain layer runs (and gradients flow)
+    y = _linear(layer, x.requires_grad_(True))
+    y.sum().backward()
+    assert x.grad is not None and layer.weight.grad is not None
+
+
+def F_linear(layer, x):
+    return torch.nn.functional.linear(x, layer.weight, layer.bias)
