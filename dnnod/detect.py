@@ -1,8 +1,9 @@
 """The whole inference pipeline — paper Sec. 5–6 (PAPER.md §5–7), Algorithm 1:
 
 image → windows of 3 scales → network (all windows in one batch) → masks merged by max per scale
-→ boxes per scale and class (Eq. 2 threshold, Eq. 3 ranking, optional classifier, NMS, top 5)
-→ refinement of those 15 per class → per-class NMS → ``{"boxes", "scores", "labels"}``.
+→ boxes per scale and class (Eq. 2 threshold, Eq. 3 ranking, optional classifier, NMS, top k —
+the paper 5, ours 10) → refinement of those 15 (30) per class → per-class NMS →
+``{"boxes", "scores", "labels"}``.
 """
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ from .refine import MIN_IOU, final_nms, refine_boxes
 #: With the perfect network on the 50 test scenes of tests/test_detect.py the paper's sizes give
 #: AP 0.91 / 0.91 (two classes), these give 1.0 / 1.0.
 DETECT_SIZES: Tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+#: Boxes kept per scale and class before refinement (the paper: 5, so 15 detections per class).
+#: Ours: 10. An image may hold more objects of one class than 5 (up to 6 in the shapes scenes, 8
+#: people in a Penn-Fudan photo), and a scale's best boxes include near-duplicates and parts, so
+#: 5 per scale missed objects; 10 costs 15 more refinement crops per class that has detections.
+#: Chapter 9's ablation ``paper_top5`` measures the difference.
+DETECT_TOP_K = 10
 RESCORE_MODES = ("image", "crop")
 
 
@@ -42,7 +49,7 @@ def as_predictor(predictor_or_model, device=None):
 
 def detect(predictor_or_model, image: ImageLike, *, scales: int = 3, refine: bool = True,
            aspect_ratios: Optional[Sequence[float]] = None, threshold: float = 0.5,
-           nms_iou: float = 0.5, top_k: int = 5,
+           nms_iou: float = 0.5, top_k: int = DETECT_TOP_K,
            classifier: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None,
            device=None, return_intermediates: bool = False, stride: float = 5,
            sizes: Sequence[float] = DETECT_SIZES, surround: float = DEFAULT_SURROUND,
@@ -59,6 +66,8 @@ def detect(predictor_or_model, image: ImageLike, *, scales: int = 3, refine: boo
     assigns to class ``label`` (1-based) — the paper's pruning classifier.
     sizes: candidate mean sizes (fractions of the mean image dimension), default
     :data:`DETECT_SIZES` (ours, the paper's nine plus two small ones).
+    top_k: boxes kept per scale and class before refinement, default :data:`DETECT_TOP_K`
+    (the paper: 5).
     rescore: the final score of a refined box (ours, the paper gives none): ``"image"`` (default)
     the mean of its Eq. 3 score on the refinement crop's masks and on the image-level merged
     masks of the scale that proposed it; ``"crop"`` the crop's Eq. 3 score alone.
@@ -70,7 +79,7 @@ def detect(predictor_or_model, image: ImageLike, *, scales: int = 3, refine: boo
     ``windows``, ``window_masks [K_s, C, 5, d, d]``, ``merged_masks [C, 5, Dy, Dx]``, per scale
     and class ``candidates`` / ``candidate_scores`` (past the Eq. 2 threshold, ranked) and
     ``candidates_nms`` / ``candidate_scores_nms``, and the stage-1 ``boxes_before_refine``,
-    ``scores_before_refine``, ``labels_before_refine`` (and ``refine_crops`` /
+    ``scores_before_refine``, ``labels_before_refine``, ``top_k`` (and ``refine_crops`` /
     ``refine_masks`` when refining).
     """
     pred = as_predictor(predictor_or_model, device)
@@ -159,7 +168,8 @@ def detect(predictor_or_model, image: ImageLike, *, scales: int = 3, refine: boo
                     "merged_masks": merged, "candidates": cands, "candidate_scores": cand_s,
                     "candidates_nms": cands_nms, "candidate_scores_nms": cand_nms_s,
                     "boxes_before_refine": boxes1, "scores_before_refine": scores1,
-                    "labels_before_refine": labels1, "aspect_ratios": torch.as_tensor(
+                    "labels_before_refine": labels1, "top_k": top_k,
+                    "aspect_ratios": torch.as_tensor(
                         aspect_ratios, dtype=torch.float64)})
         out.update(extra)
     return out

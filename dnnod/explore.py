@@ -69,18 +69,21 @@ def crop(image, window) -> torch.Tensor:
     return img[..., ya:yb, xa:xb]
 
 
-def scale_boxes(result: Mapping[str, Any], scale: int, label: int, top_k: int = 5
+def scale_boxes(result: Mapping[str, Any], scale: int, label: int, top_k: Optional[int] = None
                 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The boxes (the best ``top_k`` after NMS, as ``detect`` keeps them) that scale ``scale``
-    contributed for class ``label`` (1-based) to the stage-1 detections, with their Eq. 3 scores."""
+    """The boxes (the best ``top_k`` after NMS, as ``detect`` keeps them; default the ``top_k``
+    of that ``detect`` call) that scale ``scale`` contributed for class ``label`` (1-based) to
+    the stage-1 detections, with their Eq. 3 scores."""
+    top_k = result.get("top_k", 5) if top_k is None else top_k
     b = result["candidates_nms"][scale][label - 1]
     s = result["candidate_scores_nms"][scale][label - 1]
     return b[:top_k], s[:top_k]
 
 
-def stage1_scales(result: Mapping[str, Any], top_k: int = 5) -> torch.Tensor:
+def stage1_scales(result: Mapping[str, Any], top_k: Optional[int] = None) -> torch.Tensor:
     """The scale (0-based) each stage-1 detection came from: ``detect`` lists them scale by
-    scale, class by class, at most ``top_k`` each."""
+    scale, class by class, at most ``top_k`` each (default: that ``detect`` call's)."""
+    top_k = result.get("top_k", 5) if top_k is None else top_k
     out = []
     for s, per_c in enumerate(result["candidates_nms"]):
         for c in per_c:
@@ -159,7 +162,7 @@ def merged_figure(image, result, label: int = 1, types: Sequence[str] = MASK_TYP
 
 
 def scale_boxes_figure(image, result, class_names: Optional[Sequence[str]] = None, gt_boxes=None):
-    """The stage-1 boxes each scale found (≤ 5 per class), one panel per scale."""
+    """The stage-1 boxes each scale found (≤ top_k per class), one panel per scale."""
     import matplotlib.pyplot as plt
     S = len(result["windows"])
     C = len(result["candidates_nms"][0])

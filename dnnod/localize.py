@@ -344,9 +344,9 @@ class Lattice:
     def boxes(self, index: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Candidate boxes ``[K, 4]`` float64 (all, or the given flat candidate indices)."""
         counts = self.counts
-        start = torch.cumsum(counts, 0) - counts
         if index is None:
-            index = torch.arange(int(counts.sum()))
+            return self._all_boxes()
+        start = torch.cumsum(counts, 0) - counts
         index = index.long()
         s = torch.searchsorted(torch.cumsum(counts, 0), index, right=True)
         r = index - start[s]
@@ -356,6 +356,25 @@ class Lattice:
         x1 = self.x0[s] + p.double() * sx
         y1 = self.y0[s] + q.double() * sy
         return torch.stack([x1, y1, x1 + self.w[s], y1 + self.h[s]], -1)
+
+    def _all_boxes(self) -> torch.Tensor:
+        # Shape by shape (a loop over ~100 shapes, each a broadcast block): no per-box index
+        # arithmetic, written straight into the output.
+        out = torch.empty(len(self), 4, dtype=torch.float64)
+        k = 0
+        nx, ny = self.nx.tolist(), self.ny.tolist()
+        for s in range(self.num_shapes):
+            sx = float(self.sx[s]) if isinstance(self.sx, torch.Tensor) else self.sx
+            sy = float(self.sy[s]) if isinstance(self.sy, torch.Tensor) else self.sy
+            blk = out[k:k + nx[s] * ny[s]].view(ny[s], nx[s], 4)
+            xs = float(self.x0[s]) + torch.arange(nx[s], dtype=torch.float64) * sx
+            ys = float(self.y0[s]) + torch.arange(ny[s], dtype=torch.float64) * sy
+            blk[..., 0] = xs
+            blk[..., 2] = xs + float(self.w[s])
+            blk[..., 1] = ys[:, None]
+            blk[..., 3] = ys[:, None] + float(self.h[s])
+            k += nx[s] * ny[s]
+        return out
 
 
 def make_lattice(region: RectLike, aspect_ratios: Optional[Sequence[float]] = None, *,
@@ -641,13 +660,15 @@ def _snapped_geometry(lat: Lattice, margins: Tuple[torch.Tensor, torch.Tensor], 
         g2 = g1 + size[:, None]
         ga, gb = (g1 - margin[:, None]).clamp(min=0), (g2 + margin[:, None]).clamp(max=top)
         S, L = g1.shape
+        rows = lambda g: E.index_select(0, g.reshape(-1)).view(S, L, d)   # E[g], faster
+        e1, e2 = rows(g1), rows(g2)
         both = torch.empty(S, L, 2 * d, dtype=dtype)
-        full = torch.sub(E[g2], E[g1], out=both[..., :d])
+        full = torch.sub(e2, e1, out=both[..., :d])
         half = both[..., d:]
-        torch.mul(E[g1 + size[:, None] // 2], 4, out=half)
-        half -= 2 * E[g1]
-        half -= 2 * E[g2]
-        return full, both, E[gb] - E[ga], (gb - ga).to(dtype) / size[:, None].to(dtype)
+        torch.mul(rows(g1 + size[:, None] // 2), 4, out=half)
+        half -= 2 * e1
+        half -= 2 * e2
+        return full, both, rows(gb) - rows(ga), (gb - ga).to(dtype) / size[:, None].to(dtype)
 
     yf, y3, ys, ur = axis(lat.ny, b4, ey, NYf, dy)
     xf, x3, xs, vr = axis(lat.nx, a4, ex, NXf, dx)

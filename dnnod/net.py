@@ -63,7 +63,8 @@ _PACKING = {"ok": hasattr(torch.ops, "mkldnn") and torch.backends.mkldnn.is_avai
 
 
 def _linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``layer(x)``; for CPU float32 inference through oneDNN with a pre-packed weight (ours).
+    """``F.linear(x, layer.weight, layer.bias)``; for CPU float32 inference through oneDNN with a
+    pre-packed weight (ours).
 
     The paper head's regression layer is 4096 × (C·5·d²) — 236 M weights for the 20 VOC
     classes; with the weight packed once into oneDNN's blocked layout the product runs ~3×
@@ -74,7 +75,7 @@ def _linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     w = layer.weight
     if not _PACKING["ok"] or x.device.type != "cpu" or x.dtype != torch.float32 \
             or w.dtype != torch.float32 or x.dim() != 2 or torch.is_grad_enabled():
-        return layer(x)
+        return F.linear(x, w, layer.bias)
     key = (w.data_ptr(), w._version, tuple(w.shape))
     try:
         entry = _PACKED.get(layer)
@@ -85,7 +86,15 @@ def _linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     except (AttributeError, RuntimeError, TypeError, NotImplementedError):
         _PACKING["ok"] = False
         _PACKED.clear()
-        return layer(x)
+        return F.linear(x, w, layer.bias)
+
+
+class Linear(nn.Linear):
+    """:class:`torch.nn.Linear` (same parameters, same numbers) whose CPU inference runs through
+    :func:`_linear`'s pre-packed oneDNN weight. A module, so forward hooks see it as usual."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _linear(self, x)
 
 
 def _paper_trunk() -> Tuple[nn.Sequential, int, float]:
@@ -169,11 +178,11 @@ class DetectorNet(nn.Module):
         if head == "fc":
             self.fc = nn.Sequential(
                 nn.Flatten(),
-                nn.Dropout(dropout), nn.Linear(feat.numel(), hidden), nn.ReLU(inplace=True),
-                nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+                nn.Dropout(dropout), Linear(feat.numel(), hidden), nn.ReLU(inplace=True),
+                nn.Dropout(dropout), Linear(hidden, hidden), nn.ReLU(inplace=True),
             )
             # The regression layer that replaces AlexNet's softmax (paper Sec. 3).
-            self.regressor = nn.Linear(hidden, n_out * d * d)
+            self.regressor = Linear(hidden, n_out * d * d)
         else:
             c = feat.shape[1]
             self.fc = nn.Sequential(
@@ -204,13 +213,7 @@ class DetectorNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
-        h = self.features(x)
-        if self.head == "fc":
-            for layer in self.fc:
-                h = _linear(layer, h) if isinstance(layer, nn.Linear) else layer(h)
-            z = _linear(self.regressor, h)
-        else:
-            z = self.regressor(self.fc(h))
+        z = self.regressor(self.fc(self.features(x)))
         z = z.view(x.shape[0], self.num_classes, len(MASK_TYPES), self.d, self.d)
         if self.activation == "sigmoid":
             return torch.sigmoid(z)

@@ -142,3 +142,16 @@ def test_packed_linear_matches_and_follows_weight_updates():
 
 def F_linear(layer, x):
     return torch.nn.functional.linear(x, layer.weight, layer.bias)
+
+
+def test_forward_hooks_fire_on_the_packed_layers():
+    """The paper head's linear layers stay modules at inference: a forward hook on the regressor
+    sees its input (chapter 4 reads the features this way)."""
+    net = DetectorNet(num_classes=1, arch="paper").eval()
+    seen = []
+    h = net.regressor.register_forward_hook(lambda m, i, o: seen.append((i[0].shape, o.shape)))
+    with torch.no_grad():
+        out = net(torch.rand(2, 3, 225, 225))
+    h.remove()
+    assert seen == [(torch.Size([2, 4096]), torch.Size([2, 5 * 24 * 24]))]
+    assert out.shape == (2, 1, 5, 24, 24)
