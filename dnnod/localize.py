@@ -37,8 +37,8 @@ The lattice is *snapped* (ours, :func:`make_lattice`): the region is a whole num
 (for the default surround 1.5) surround edge lies on one grid of pitch step/4. Then each
 ``o(a, b)`` is the difference of two rows of one table, the vectors depend on the lattice only
 and are built once per lattice (memoised per image size), and a call is three small matmuls
-per block of shapes: ~7 ms for the ≈ 200 k candidates of a 500×375 image on 2 CPU cores
-(bench/localize.py). Blocks bound the memory (≈ 100 MB peak for a 1000×1000 image). Refinement
+per block of shapes: 5–10 ms for the ≈ 200 k candidates of a 500×375 image on 2 CPU cores
+(bench/localize.py). Blocks bound the memory (≈ 80 MB peak for a 1000×1000 image). Refinement
 crops (each its own region, surround clipped to the image) use the general matmul path.
 """
 from __future__ import annotations
