@@ -3,7 +3,8 @@
 Localizer (PAPER.md §8): windows drawn per image, **60% negative** (touching no object of the
 class) and **40% positive** (containing at least **80% of the area** of some object of the
 class); crop width uniform in ``[min_scale · W, W]``, crop shape = the image's aspect ratio
-[ours]. A sample is the crop resized to the network input plus its Eq. 1 mask targets for every
+[ours] (``scale_dist="log"``, ours: log-uniform widths instead, as many crops between 1/4 and 1/2
+of the image as between 1/2 and 1 — the window sizes of the three detection scales). A sample is the crop resized to the network input plus its Eq. 1 mask targets for every
 class. Horizontal flips [ours] flip the crop and the targets (columns reversed, left <-> right
 swapped), which equals computing the targets after flipping.
 
@@ -99,15 +100,22 @@ def _inter_area(windows: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     return (rb - lt).clamp(min=0).prod(-1)
 
 
+#: Distributions of the crop width (:class:`LocalizerSampler`'s ``scale_dist``).
+SCALE_DISTS = ("uniform", "log")
+
+
 class LocalizerSampler:
     """Localizer batches (paper Sec. 4): ``(windows [B, 3, S, S] float in [0, 1],
     targets [B, C, 5, d, d])``, with ``pos_fraction`` positives."""
 
     def __init__(self, bank: ImageBank, num_classes: int, input_size: int, d: int = 24,
                  min_scale: float = 0.1, pos_fraction: float = 0.4, min_cover: float = 0.8,
-                 flip: bool = True, candidates: int = 48) -> None:
+                 flip: bool = True, candidates: int = 48, scale_dist: str = "uniform") -> None:
         if not 0 < min_scale <= 1:
             raise ValueError(f"min_scale must be in (0, 1]; got {min_scale}")
+        if scale_dist not in SCALE_DISTS:
+            raise ValueError(f"scale_dist must be one of {SCALE_DISTS}; got {scale_dist!r}")
+        self.scale_dist = scale_dist
         if not 0 <= pos_fraction <= 1:
             raise ValueError(f"pos_fraction must be in [0, 1]; got {pos_fraction}")
         self.bank, self.C, self.S, self.d = bank, num_classes, input_size, d
@@ -119,15 +127,22 @@ class LocalizerSampler:
         self._has = has
 
     def _random_windows(self, img_idx: torch.Tensor, K: int, g: torch.Generator) -> torch.Tensor:
-        """K windows per sample: width uniform in [min_scale W, W], image aspect ratio."""
+        """K windows per sample: width in [min_scale W, W] (uniform or log-uniform), image
+        aspect ratio."""
         W, H = self.bank.sizes[img_idx].unbind(1)                       # [B]
         B = img_idx.shape[0]
         u = torch.rand(B, K, 3, generator=g)
-        frac = self.min_scale + (1 - self.min_scale) * u[..., 0]          # [B, K]
+        frac = self._frac(torch.full_like(u[..., 0], self.min_scale), u[..., 0])   # [B, K]
         w, h = frac * W[:, None], frac * H[:, None]
         x0 = u[..., 1] * (W[:, None] - w)
         y0 = u[..., 2] * (H[:, None] - h)
         return torch.stack([x0, y0, x0 + w, y0 + h], -1)
+
+    def _frac(self, lo: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Crop width / image width in [lo, 1] from uniform u: uniform, or log-uniform."""
+        if self.scale_dist == "log":
+            return lo ** (1 - u)
+        return lo + (1 - lo) * u
 
     def windows(self, batch_size: int, g: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Draw ``(img_idx [B], windows [B, 4], is_positive [B])`` by batched rejection sampling."""
@@ -180,7 +195,7 @@ class LocalizerSampler:
         bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
         lo = torch.maximum(torch.maximum(bw / W, bh / H), torch.full_like(W, self.min_scale)).clamp(max=1)
         u = torch.rand(len(img_idx), 3, generator=g)
-        frac = lo + (1 - lo) * u[:, 0]
+        frac = self._frac(lo, u[:, 0])
         w, h = frac * W, frac * H
         x0 = (b[:, 2] - w) + u[:, 1] * (w - bw)
         y0 = (b[:, 3] - h) + u[:, 2] * (h - bh)

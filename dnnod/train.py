@@ -141,6 +141,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     a("--weight-decay", type=float, default=0.0)
     a("--lam", type=float, default=DEFAULT_LAMBDA, help="λ of the weighted L2 loss (paper Eq. in Sec. 4)")
     a("--min-scale", type=float, default=0.1, help="smallest crop width / image width")
+    a("--crop-scale", choices=("uniform", "log"), default="uniform",
+      help="crop width distribution in [min-scale, 1]: uniform (the paper) or log-uniform (ours)")
     a("--pos-fraction", type=float, default=0.4)
     a("--no-flip", action="store_true")
     a("--seed", type=int, default=0)
@@ -283,7 +285,8 @@ def _run(args) -> Dict[str, Any]:
     if args.task == "localizer":
         model = DetectorNet(C, arch=args.arch, d=args.d, activation=args.activation, head=args.head)
         sampler = LocalizerSampler(bank, C, model.input_size, d=args.d, min_scale=args.min_scale,
-                                   pos_fraction=args.pos_fraction, flip=not args.no_flip)
+                                   scale_dist=args.crop_scale, pos_fraction=args.pos_fraction,
+                                   flip=not args.no_flip)
     else:
         model = BoxClassifier(C, input_size=64 if args.arch == "tiny" else 128)
         sampler = ClassifierSampler(bank, model.input_size, pos_fraction=args.pos_fraction,
@@ -329,6 +332,7 @@ def _run(args) -> Dict[str, Any]:
     val_ds = make_dataset(args.data, val_name, args.root, **ds_kw) if val_name else None
     vbank = ImageBank(val_ds, max_side=args.max_side) if val_ds is not None else bank
     vsampler = (LocalizerSampler(vbank, C, model.input_size, d=args.d, min_scale=args.min_scale,
+                                 scale_dist=args.crop_scale,
                                  pos_fraction=args.pos_fraction, flip=False)
                 if args.task == "localizer" else
                 ClassifierSampler(vbank, model.input_size, pos_fraction=args.pos_fraction, flip=False))

@@ -226,6 +226,26 @@ def test_localizer_sampler_rules(bank):
     assert n_neg_ok == 120
 
 
+def test_localizer_crop_width_distributions(bank):
+    """Crop width / image width of the raw window draws: uniform on [0.25, 1] (mean 0.625), or
+    log-uniform (median sqrt(0.25) = 0.5, half the crops between 1/4 and 1/2); both inside the
+    range, and an unknown distribution is refused."""
+    idx = torch.zeros(1, dtype=torch.long)
+    fr = {}
+    for dist in ("uniform", "log"):
+        s = LocalizerSampler(bank, 3, 48, d=8, min_scale=0.25, scale_dist=dist)
+        w = s._random_windows(idx, 20000, torch.Generator().manual_seed(1))[0]
+        f = (w[:, 2] - w[:, 0]) / bank.sizes[0, 0]
+        assert (f >= 0.25 - 1e-6).all() and (f <= 1 + 1e-6).all()
+        fr[dist] = f
+    assert float(fr["uniform"].mean()) == pytest.approx(0.625, abs=0.01)
+    assert float((fr["uniform"] < 0.5).float().mean()) == pytest.approx(1 / 3, abs=0.015)
+    assert float(fr["log"].median()) == pytest.approx(0.5, abs=0.01)
+    assert float((fr["log"] < 0.5).float().mean()) == pytest.approx(0.5, abs=0.015)
+    with pytest.raises(ValueError, match="scale_dist"):
+        LocalizerSampler(bank, 3, 48, scale_dist="normal")
+
+
 def test_localizer_sample_targets_and_flip(bank):
     s = LocalizerSampler(bank, 3, 48, d=8, flip=True)
     b = s.sample(16, torch.Generator().manual_seed(1))
