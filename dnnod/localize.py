@@ -343,9 +343,9 @@ class Lattice:
 
     def boxes(self, index: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Candidate boxes ``[K, 4]`` float64 (all, or the given flat candidate indices)."""
-        counts = self.counts
         if index is None:
             return self._all_boxes()
+        counts = self.counts
         start = torch.cumsum(counts, 0) - counts
         index = index.long()
         s = torch.searchsorted(torch.cumsum(counts, 0), index, right=True)
@@ -534,11 +534,11 @@ def _axis(start: torch.Tensor, n: torch.Tensor, size: torch.Tensor, stride, lo: 
     return ov, (eb - ea).to(dtype)
 
 
-def _lattice_chunks(lat: Lattice, budget: int, slack: float = 3.0) -> List[torch.Tensor]:
-    """Groups of shapes with similar lattice sizes, so padding them to one block wastes at most
-    ``slack`` of the work, each block holding at most ``budget`` candidates."""
+def _pack_shapes(lat: Lattice, order: Sequence[int], budget: int, slack: float) -> List[List[int]]:
+    """Split the shapes, taken in ``order``, into groups whose lattices padded to one
+    ``[n, Q, P]`` block waste at most ``slack`` of the work and hold at most ``budget`` positions
+    (or one shape)."""
     nx, ny = lat.nx.tolist(), lat.ny.tolist()
-    order = sorted(range(len(nx)), key=lambda s: (ny[s], nx[s]), reverse=True)
     chunks: List[List[int]] = []
     cur: List[int] = []
     qmax = pmax = act = 0
@@ -552,7 +552,25 @@ def _lattice_chunks(lat: Lattice, budget: int, slack: float = 3.0) -> List[torch
         qmax, pmax, act = q2, p2, a2
     if cur:
         chunks.append(cur)
-    return [torch.tensor(c, dtype=torch.long) for c in chunks]
+    return chunks
+
+
+def _lattice_chunks(lat: Lattice, budget: int, slack: float = 3.0) -> List[torch.Tensor]:
+    """Groups of shapes with similar lattice sizes (largest first), for the matmul path."""
+    nx, ny = lat.nx.tolist(), lat.ny.tolist()
+    order = sorted(range(len(nx)), key=lambda s: (ny[s], nx[s]), reverse=True)
+    return [torch.tensor(c, dtype=torch.long) for c in _pack_shapes(lat, order, budget, slack)]
+
+
+def _eq3_matrix(M: torch.Tensor) -> torch.Tensor:
+    """``N = [[m_full, m_left − m_right], [m_top − m_bottom, 0]]`` ``[B, 2dy, 2dx]`` of masks
+    ``[B, 5, dy, dx]``: Eq. 3's numerator is ``Y3 · N · V3ᵀ`` (module doc)."""
+    B, _, dy, dx = M.shape
+    N = M.new_zeros(B, 2 * dy, 2 * dx)
+    N[:, :dy, :dx] = M[:, _FULL]
+    N[:, :dy, dx:] = M[:, _LEFT] - M[:, _RIGHT]
+    N[:, dy:, :dx] = M[:, _TOP] - M[:, _BOTTOM]
+    return N
 
 
 #: Pitch of the snapped fast path's grid, in lattice steps: 1/4 puts the half-box lines (a/2 steps)
@@ -571,8 +589,8 @@ def _score_lattice(masks: torch.Tensor, lat: Lattice, *, surround: float,
     candidate; with one, a list over B of ``(candidate indices, eq2, eq3)`` of the candidates whose
     eq2 > threshold.
 
-    ``method="auto"`` takes the snapped path (:func:`_score_snapped`: the integral images sampled
-    once on the lattice's grid, every box a handful of lookups) when the lattice is snapped, the
+    ``method="auto"`` takes the snapped path (:func:`_score_snapped`: overlap vectors built once
+    per lattice, three matmuls per block of shapes) when the lattice is snapped, the
     surround's edges fall on the grid and the surround is clipped to the region; otherwise
     (grouped refinement lattices, a clip beyond the region) the separable matmul path
     (:func:`_score_matmul`, exact for any geometry). ``"snapped"`` / ``"matmul"`` force one.
@@ -604,33 +622,10 @@ def _snap_margins(lat: Lattice, surround: float) -> Optional[Tuple[torch.Tensor,
     return out[0], out[1]
 
 
-def _integral_samples(n: int, cells: int) -> torch.Tensor:
-    """``[n+1, cells+1]`` weights that sample an integral image (cell units, ``cells`` cells) at
-    n+1 evenly spaced points from edge to edge: bilinear, hence exact (module doc)."""
-    u = torch.arange(n + 1, dtype=torch.float64) * (cells / n)
-    j = u.floor().clamp(max=cells - 1).long()
-    f = u - j
-    w = torch.zeros(n + 1, cells + 1, dtype=torch.float64)
-    rows = torch.arange(n + 1)
-    w[rows, j] = 1 - f
-    w[rows, j + 1] += f
-    return w
-
-
 def _snapped_chunks(lat: Lattice, budget: int, slack: float = 3.0) -> List[Tuple[int, int]]:
-    """Runs ``[s0, s1)`` of consecutive shapes whose lattices, padded to one ``[n, Q, P]`` block,
-    waste at most ``slack`` of the work and hold at most ``budget`` positions (or one shape)."""
-    nx, ny = lat.nx.tolist(), lat.ny.tolist()
-    runs, s0, q, p, act = [], 0, 0, 0, 0
-    for s in range(len(nx)):
-        q2, p2, a2 = max(q, ny[s]), max(p, nx[s]), act + nx[s] * ny[s]
-        pad = (s - s0 + 1) * q2 * p2
-        if s > s0 and (pad > slack * a2 or pad > budget):
-            runs.append((s0, s))
-            s0, q2, p2, a2 = s, ny[s], nx[s], nx[s] * ny[s]
-        q, p, act = q2, p2, a2
-    runs.append((s0, len(nx)))
-    return runs
+    """Runs ``[s0, s1)`` of consecutive shapes (so blocks land in candidate order), packed as
+    :func:`_pack_shapes` packs them."""
+    return [(c[0], c[-1] + 1) for c in _pack_shapes(lat, range(lat.num_shapes), budget, slack)]
 
 
 def _snapped_geometry(lat: Lattice, margins: Tuple[torch.Tensor, torch.Tensor], dy: int, dx: int,
@@ -652,9 +647,9 @@ def _snapped_geometry(lat: Lattice, margins: Tuple[torch.Tensor, torch.Tensor], 
         lattice (padding repeats a shape's last position): full ``[S, L, d]``, the full one next
         to 2·(first half − second half) ``[S, L, 2d]``, surround ``[S, L, d]``, and the
         surround's length over the box's ``[S, L]``. Row g of E is the overlap of [0, g] (grid
-        units) with each cell: the integral image's sampling weights, so differences are exact."""
-        E = (_integral_samples(top, d) @ torch.tril(torch.ones(d + 1, d, dtype=torch.float64),
-                                                    -1)).to(dtype)     # entries in [0, 1]
+        units) with each of the d cells, in cells: exact, so the differences are too."""
+        u = torch.arange(top + 1, dtype=torch.float64) * (d / top)            # grid line, in cells
+        E = (u[:, None] - torch.arange(d, dtype=torch.float64)).clamp(0, 1).to(dtype)
         g = _FINE * torch.arange(int(n_pos.max()))
         g1 = torch.minimum(g[None], _FINE * (n_pos[:, None] - 1))
         g2 = g1 + size[:, None]
@@ -716,10 +711,7 @@ def _score_snapped(masks: torch.Tensor, lat: Lattice,
     dtype = torch.float64 if masks.dtype == torch.float64 else torch.float32
     geo = _snapped_geometry(lat, margins, dy, dx, dtype, _BLOCK_POSITIONS)
     M = masks.to(dtype)
-    N = torch.zeros(B, 1, 2 * dy, 2 * dx, dtype=dtype)
-    N[:, 0, :dy, :dx] = M[:, _FULL]
-    N[:, 0, :dy, dx:] = M[:, _LEFT] - M[:, _RIGHT]
-    N[:, 0, dy:, :dx] = M[:, _TOP] - M[:, _BOTTOM]
+    N = _eq3_matrix(M)[:, None]                                               # [B, 1, 2dy, 2dx]
     Mf = M[:, None, _FULL]                                                     # [B, 1, dy, dx]
     Zf, Zs, Z3 = geo["yf"] @ Mf, geo["ys"] @ Mf, geo["y3"] @ N                 # [B, S, Q, ·]
     xf, xs, x3 = geo["xf"], geo["xs"], geo["x3"]
@@ -782,10 +774,7 @@ def _score_matmul(masks: torch.Tensor, lat: Lattice, *, surround: float,
     # Left factors for all shapes at once ([B, S, Q, ·]); Eq. 3's numerator is Y3 · N · V3ᵀ with
     # N = [[m_full, m_left − m_right], [m_top − m_bottom, 0]], Y3 = [Dy_full, 2(Dy_top − Dy_bottom)]
     # and V3 = [Dx_full, 2(Dx_left − Dx_right)] (the four half terms, collapsed by linearity).
-    N = torch.zeros(B, 2 * dy, 2 * dx, dtype=dtype)
-    N[:, :dy, :dx] = M[:, _FULL]
-    N[:, :dy, dx:] = M[:, _LEFT] - M[:, _RIGHT]
-    N[:, dy:, :dx] = M[:, _TOP] - M[:, _BOTTOM]
+    N = _eq3_matrix(M)
     Y3 = torch.cat([yf, 2 * (yt - yb)], -1)
     if lat.group is not None:
         # Grouped lattice: shape s uses mask set group[s] only -> one "batch" of S own masks.

@@ -3,10 +3,11 @@
 Localizer (PAPER.md §8): windows drawn per image, **60% negative** (touching no object of the
 class) and **40% positive** (containing at least **80% of the area** of some object of the
 class); crop width uniform in ``[min_scale · W, W]``, crop shape = the image's aspect ratio
-[ours] (``scale_dist="log"``, ours: log-uniform widths instead, as many crops between 1/4 and 1/2
-of the image as between 1/2 and 1 — the window sizes of the three detection scales). A sample is the crop resized to the network input plus its Eq. 1 mask targets for every
-class. Horizontal flips [ours] flip the crop and the targets (columns reversed, left <-> right
-swapped), which equals computing the targets after flipping.
+[ours] (``scale_dist="log"``, ours: log-uniform widths instead, as many crops between 1/4 and
+1/2 of the image as between 1/2 and 1 — the window sizes of the three detection scales). A
+sample is the crop resized to the network input plus its Eq. 1 mask targets for every class.
+Horizontal flips [ours] flip the crop and the targets (columns reversed, left <-> right swapped),
+which equals computing the targets after flipping.
 
 Classifier (paper Sec. 5.2): boxes with IoU < 0.2 with every object are background (label 0),
 boxes with IoU >= 0.6 with some object take that object's label; the same 60/40 split.

@@ -36,7 +36,7 @@ from . import checkpoint as ckpt
 from .data import make_dataset
 from .loss import DEFAULT_LAMBDA, mask_loss
 from .net import DetectorNet
-from .sampler import ClassifierSampler, ImageBank, LocalizerSampler
+from .sampler import SCALE_DISTS, ClassifierSampler, ImageBank, LocalizerSampler
 
 __all__ = ["build_parser", "train", "main", "BoxClassifier", "make_box_classifier"]
 
@@ -141,7 +141,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     a("--weight-decay", type=float, default=0.0)
     a("--lam", type=float, default=DEFAULT_LAMBDA, help="λ of the weighted L2 loss (paper Eq. in Sec. 4)")
     a("--min-scale", type=float, default=0.1, help="smallest crop width / image width")
-    a("--crop-scale", choices=("uniform", "log"), default="uniform",
+    a("--crop-scale", choices=SCALE_DISTS, default="uniform",
       help="crop width distribution in [min-scale, 1]: uniform (the paper) or log-uniform (ours)")
     a("--pos-fraction", type=float, default=0.4)
     a("--no-flip", action="store_true")
