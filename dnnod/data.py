@@ -28,7 +28,7 @@ import urllib.request
 import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -216,6 +216,13 @@ class _Base(torch.utils.data.Dataset):
 # generated shapes
 # --------------------------------------------------------------------------------------------
 SHAPE_CLASSES = ("circle", "square", "triangle")
+#: Object sides are drawn from [MIN_SIDE, MAX_SIDE] × the image side (log-uniform).
+MIN_SIDE, MAX_SIDE = 0.08, 0.9
+#: Every object keeps at least this fraction of its own pixels visible (later objects on top).
+MIN_VISIBLE = 0.6
+#: Distractor dots are at most this wide (× the image side): half the smallest object, so a
+#: dot is never a circle of an object's size left without a label.
+MAX_DOT = MIN_SIDE / 2
 _SPLIT_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_029}
 
 
@@ -223,6 +230,10 @@ class ShapesDataset(_Base):
     """Deterministic generated images of circles, squares and triangles (paper's problems made
     visible: several instances of a class, touching and overlapping objects, objects from 8% to
     90% of the image side, textured clutter and distractor strokes that belong to no class).
+
+    Every labelled object keeps at least ``MIN_VISIBLE`` (60%) of its pixels visible, and
+    distractor dots are at most ``MAX_DOT`` (4%) of the side wide, half the smallest object: no
+    unlabelled object-sized circle, no labelled sliver.
 
     Image ``i`` of a split depends only on ``(seed, split, i)``, so any subset is reproducible.
     """
@@ -268,7 +279,15 @@ class ShapesDataset(_Base):
     def _rng(self, i: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, _SPLIT_OFFSET[self.split], i])
 
-    def _render(self, i: int) -> Item:
+    def object_masks(self, i: int) -> torch.Tensor:
+        """bool ``[N, S, S]``: the pixels each object of image ``i`` covers when drawn (fill and
+        outline, before later objects are drawn over it), in the order of its boxes."""
+        n = len(self.target(i)["boxes"])               # validates i
+        if n == 0:
+            return torch.zeros(0, self.image_size, self.image_size, dtype=torch.bool)
+        return torch.from_numpy(np.stack(self._render(i % len(self), masks=True)))
+
+    def _render(self, i: int, masks: bool = False):
         S = self.image_size
         rng = self._rng(i)
         img = _textured_background(rng, S)
@@ -277,10 +296,12 @@ class ShapesDataset(_Base):
         n = int(rng.integers(self.min_objects, self.max_objects + 1))
         boxes: List[List[float]] = []
         labels: List[int] = []
+        visible: List[Tuple[np.ndarray, int]] = []   # per object: visible pixels, all its pixels
+        shapes: List[np.ndarray] = []
         for _ in range(n):
             for _attempt in range(30):
                 # log-uniform size: small objects are as frequent as large ones
-                side = float(np.exp(rng.uniform(np.log(0.08), np.log(0.9)))) * S
+                side = float(np.exp(rng.uniform(np.log(MIN_SIDE), np.log(MAX_SIDE)))) * S
                 if n > 2:
                     side = min(side, 0.6 * S)
                 # place next to an earlier object one time in three: touching instances
@@ -305,10 +326,23 @@ class ShapesDataset(_Base):
                 if _too_hidden(box, boxes):
                     continue
                 cls = int(rng.integers(len(SHAPE_CLASSES)))
-                box = _draw_shape(rng, draw, cls, box)
+                style = _shape_style(rng, cls)
+                # The box test above is blind to a triangle's or circle's empty corners, so the
+                # shapes' pixels decide too: no earlier object may keep less than
+                # MIN_VISIBLE of its pixels visible (a barely visible sliver labelled as an
+                # object is label noise no detector can learn from).
+                shape = np.asarray(_shape_mask(S, cls, box, style))
+                if any((vis & ~shape).sum() < MIN_VISIBLE * full for vis, full in visible):
+                    continue
+                visible = [(vis & ~shape, full) for vis, full in visible]
+                visible.append((shape, int(shape.sum())))
+                shapes.append(shape)
+                box = _draw_shape(draw, cls, box, style)
                 boxes.append(box)
                 labels.append(cls + 1)
                 break
+        if masks:
+            return shapes
         if rng.random() < 0.5:
             img = img.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.2, 0.8))))
         arr = np.asarray(img, dtype=np.uint8).copy()
@@ -337,8 +371,9 @@ class ShapesDataset(_Base):
 
 
 def _too_hidden(box, boxes) -> bool:
-    """Reject a placement that would hide more than 40% of an earlier object (drawn later = on
-    top) or sit more than 60% inside one: overlap yes, invisible objects no."""
+    """Reject a placement that would cover more than 40% of an earlier object's box (drawn
+    later = on top) or sit more than 60% inside one: overlap yes, invisible objects no. The
+    objects' pixels are checked as well (``MIN_VISIBLE`` in ``ShapesDataset._render``)."""
     a = (box[2] - box[0]) * (box[3] - box[1])
     for b in boxes:
         iw = min(box[2], b[2]) - max(box[0], b[0])
@@ -393,16 +428,22 @@ def _distractors(rng: np.random.Generator, draw: ImageDraw.ImageDraw, S: int) ->
             draw.line([x - r / 2, y, x + r / 2, y], fill=col, width=w)
             draw.line([x, y - r / 2, x, y + r / 2], fill=col, width=w)
         else:
-            rr = r / 6
+            # Dots up to MAX_DOT wide. (They were up to 10% of the side, wider than the
+            # smallest objects: unlabelled circles the detector was right to find.)
+            rr = r / 0.3 * MAX_DOT / 2
             draw.ellipse([x - rr, y - rr, x + rr, y + rr], fill=col)
 
 
-def _draw_shape(rng: np.random.Generator, draw: ImageDraw.ImageDraw, cls: int,
-                box: List[float]) -> List[float]:
-    """Draw shape ``cls`` filling ``box``; return its exact tight box."""
-    x1, y1, x2, y2 = box
+def _shape_style(rng: np.random.Generator, cls: int) -> Dict[str, Any]:
+    """Random colours (and a triangle's apex direction) of one object."""
     fill = _rand_color(rng)
     outline = _rand_color(rng) if rng.random() < 0.5 else None
+    apex = int(rng.choice(4)) if cls == 2 else 0   # triangles point up, down, left or right
+    return {"fill": fill, "outline": outline, "apex": apex}
+
+
+def _paint(draw: ImageDraw.ImageDraw, cls: int, box: List[float], fill, outline, apex: int) -> None:
+    x1, y1, x2, y2 = box
     w = max(1, int(round((x2 - x1) / 25)))
     # PIL fills pixel centres inside the shape: [x1, x2 - 1] covers the continuous box [x1, x2]
     px = [x1, y1, x2 - 1, y2 - 1]
@@ -411,7 +452,6 @@ def _draw_shape(rng: np.random.Generator, draw: ImageDraw.ImageDraw, cls: int,
     elif cls == 1:
         draw.rectangle(px, fill=fill, outline=outline, width=w)
     else:
-        apex = rng.choice(4)   # triangles point up, down, left or right
         if apex == 0:
             pts = [((x1 + x2) / 2, y1), (x1, y2 - 1), (x2 - 1, y2 - 1)]
         elif apex == 1:
@@ -421,6 +461,21 @@ def _draw_shape(rng: np.random.Generator, draw: ImageDraw.ImageDraw, cls: int,
         else:
             pts = [(x2 - 1, (y1 + y2) / 2), (x1, y1), (x1, y2 - 1)]
         draw.polygon(pts, fill=fill, outline=outline)
+
+
+def _shape_mask(S: int, cls: int, box: List[float], style: Dict[str, Any]) -> np.ndarray:
+    """bool ``[S, S]``: the pixels the object covers when drawn (fill and outline)."""
+    m = Image.new("1", (S, S), 0)
+    _paint(ImageDraw.Draw(m), cls, box, 1, 1 if style["outline"] is not None else None,
+           style["apex"])
+    return np.asarray(m, dtype=bool)
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, cls: int, box: List[float],
+                style: Dict[str, Any]) -> List[float]:
+    """Draw shape ``cls`` filling ``box``; return its exact tight box."""
+    _paint(draw, cls, box, style["fill"], style["outline"], style["apex"])
+    x1, y1, x2, y2 = box
     return [float(x1), float(y1), float(x2), float(y2)]
 
 
