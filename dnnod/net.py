@@ -27,7 +27,7 @@ from .masks import MASK_TYPES
 
 ARCHS = ("paper", "tiny")
 ACTIVATIONS = ("linear", "sigmoid")
-HEADS = ("fc", "conv")
+HEADS = ("fc", "conv", "skip")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -131,6 +131,22 @@ def _tiny_trunk() -> Tuple[nn.Sequential, int, float]:
 _TRUNKS = {"paper": (_paper_trunk, 225), "tiny": (_tiny_trunk, 96)}
 
 
+def _skip_point(features: nn.Sequential, input_size: int, d: int) -> Tuple[int, int]:
+    """(index, channels) of the ``"skip"`` head's source: the last layer before a pooling layer
+    whose output is still at least d×d (the finest map that a d×d mask does not over-resolve)."""
+    best = None
+    with torch.no_grad():
+        x = torch.zeros(1, 3, input_size, input_size)
+        for i, layer in enumerate(features):
+            x = layer(x)
+            nxt = features[i + 1] if i + 1 < len(features) else None
+            if isinstance(nxt, nn.MaxPool2d) and min(x.shape[-2:]) >= d:
+                best = (i, int(x.shape[1]))
+    if best is None:
+        raise ValueError(f"head='skip' needs a trunk feature map of at least {d}×{d}")
+    return best
+
+
 class _StraightThroughClamp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):  # type: ignore[override]
@@ -154,7 +170,11 @@ class DetectorNet(nn.Module):
             regression layer — no convolutional structure, no smoothness prior) or ``"conv"``
             (ours, what the field did next: a fully convolutional head that upsamples the last
             feature map to d×d and predicts the C×5 masks with a 1×1 convolution, so every cell
-            is predicted from the features around it, with far fewer parameters).
+            is predicted from the features around it, with far fewer parameters), or ``"skip"``
+            (ours: the conv head plus one skip connection, U-Net / FPN style, from the last
+            trunk feature map at least d×d — 24×24 in the tiny trunk, 26×26 in the paper's —
+            so a mask cell also sees features of its own size, not only the 6×6 map upsampled
+            4×; small objects need that).
     """
 
     def __init__(self, num_classes: int = 1, arch: str = "paper", d: int = 24,
@@ -183,13 +203,24 @@ class DetectorNet(nn.Module):
             )
             # The regression layer that replaces AlexNet's softmax (paper Sec. 3).
             self.regressor = Linear(hidden, n_out * d * d)
-        else:
+        elif head == "conv":
             c = feat.shape[1]
             self.fc = nn.Sequential(
                 nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
                 nn.Upsample(size=(d, d), mode="bilinear", align_corners=False),
                 nn.Conv2d(c, 64, 3, padding=1), nn.ReLU(inplace=True),
             )
+            self.regressor = nn.Conv2d(64, n_out, 1)
+        else:
+            c = feat.shape[1]
+            self._skip_at, c_skip = _skip_point(self.features, self.input_size, d)
+            self.fc = nn.Sequential(
+                nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
+                nn.Upsample(size=(d, d), mode="bilinear", align_corners=False),
+            )
+            # 1×1 lateral projection of the fine map (cheap), then one 3×3 fusion at d×d.
+            self.lateral = nn.Sequential(nn.Conv2d(c_skip, 32, 1), nn.ReLU(inplace=True))
+            self.fuse = nn.Sequential(nn.Conv2d(c + 32, 64, 3, padding=1), nn.ReLU(inplace=True))
             self.regressor = nn.Conv2d(64, n_out, 1)
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -213,7 +244,16 @@ class DetectorNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
-        z = self.regressor(self.fc(self.features(x)))
+        if self.head == "skip":
+            k = self._skip_at + 1
+            fine = self.features[:k](x)
+            deep = self.fc(self.features[k:](fine))
+            if fine.shape[-1] != self.d:
+                fine = F.interpolate(fine, size=(self.d, self.d), mode="bilinear",
+                                     align_corners=False)
+            z = self.regressor(self.fuse(torch.cat([deep, self.lateral(fine)], 1)))
+        else:
+            z = self.regressor(self.fc(self.features(x)))
         z = z.view(x.shape[0], self.num_classes, len(MASK_TYPES), self.d, self.d)
         if self.activation == "sigmoid":
             return torch.sigmoid(z)

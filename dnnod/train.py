@@ -35,7 +35,7 @@ from torch import nn
 from . import checkpoint as ckpt
 from .data import make_dataset
 from .loss import DEFAULT_LAMBDA, mask_loss
-from .net import DetectorNet
+from .net import HEADS, DetectorNet
 from .sampler import SCALE_DISTS, ClassifierSampler, ImageBank, LocalizerSampler
 
 __all__ = ["build_parser", "train", "main", "BoxClassifier", "make_box_classifier"]
@@ -129,7 +129,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     a("--task", choices=("localizer", "classifier"), default="localizer")
     a("--arch", choices=("tiny", "paper"), default="tiny")
     a("--activation", choices=("linear", "sigmoid"), default="linear")
-    a("--head", choices=("fc", "conv"), default="fc", help="mask head: fc (paper) or conv (ch. 10)")
+    a("--head", choices=HEADS, default="fc",
+      help="mask head: fc (paper), conv or skip (ours, ch. 10)")
     a("--d", type=int, default=24, help="mask resolution (paper: 24)")
     a("--out", required=True, help="run folder (checkpoints, metrics)")
     a("--epochs", type=int, default=10)

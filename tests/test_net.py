@@ -103,6 +103,41 @@ def test_fully_convolutional_head(arch):
     assert DetectorNet(**conv.config()).num_parameters() == conv.num_parameters()
 
 
+@pytest.mark.parametrize("arch,fine", [("tiny", 24), ("paper", 26)])
+def test_skip_head_shape_and_source(arch, fine):
+    """head='skip' (ours): same interface; the skip leaves the trunk at its last map >= d×d
+    (24×24 in the tiny trunk, 26×26 after the paper's second convolution)."""
+    torch.manual_seed(0)
+    net = DetectorNet(num_classes=2, arch=arch, head="skip").eval()
+    seen = {}
+    net.features[net._skip_at].register_forward_hook(lambda m, i, o: seen.update(shape=o.shape))
+    s = net.input_size
+    y = net(torch.rand(2, 3, s, s))
+    assert y.shape == (2, 2, 5, 24, 24) and y.min() >= 0 and y.max() <= 1
+    assert tuple(seen["shape"][-2:]) == (fine, fine)
+    assert DetectorNet(**net.config()).num_parameters() == net.num_parameters()
+
+
+def test_skip_head_carries_local_detail():
+    """With the deep path silenced, a change in the window's top-left corner moves only the
+    mask cells near that corner: the skip connection is a local path to every cell. With the
+    deep path on, the change reaches the far cells too (through the 6×6 map)."""
+    torch.manual_seed(0)
+    net = DetectorNet(num_classes=1, arch="tiny", head="skip").eval()
+    x = torch.rand(1, 3, 96, 96)
+    x2 = x.clone()
+    x2[:, :, :8, :8] = 1 - x2[:, :, :8, :8]
+    with torch.no_grad():
+        net.regressor.bias.fill_(0.5)          # outputs inside the clamp, so changes show
+        both = (net(x) - net(x2)).abs().amax(2)[0, 0]          # [24, 24]
+        net.fc[0].weight.zero_()
+        net.fc[0].bias.zero_()
+        skip = (net(x) - net(x2)).abs().amax(2)[0, 0]
+    assert skip[:4, :4].max() > 1e-4                            # the corner's own cells react
+    assert skip[10:, :].max() == 0 and skip[:, 10:].max() == 0  # far cells cannot
+    assert both[12:, 12:].max() > 0
+
+
 @pytest.mark.parametrize("size,beta", [(5, 0.75), (4, 0.5), (3, 1.0)])
 def test_fast_lrn_equals_torch_lrn(size, beta):
     """The inference form of LocalResponseNorm (shifted adds, rsqrt power) gives torch's
