@@ -337,7 +337,7 @@ class ShapesDataset(_Base):
                 visible = [(vis & ~shape, full) for vis, full in visible]
                 visible.append((shape, int(shape.sum())))
                 shapes.append(shape)
-                box = _draw_shape(draw, cls, box, style)
+                _paint(draw, cls, box, **style)
                 boxes.append(box)
                 labels.append(cls + 1)
                 break
@@ -443,6 +443,7 @@ def _shape_style(rng: np.random.Generator, cls: int) -> Dict[str, Any]:
 
 
 def _paint(draw: ImageDraw.ImageDraw, cls: int, box: List[float], fill, outline, apex: int) -> None:
+    """Draw shape ``cls`` filling ``box`` (its exact tight box) in ``fill`` / ``outline``."""
     x1, y1, x2, y2 = box
     w = max(1, int(round((x2 - x1) / 25)))
     # PIL fills pixel centres inside the shape: [x1, x2 - 1] covers the continuous box [x1, x2]
@@ -466,17 +467,9 @@ def _paint(draw: ImageDraw.ImageDraw, cls: int, box: List[float], fill, outline,
 def _shape_mask(S: int, cls: int, box: List[float], style: Dict[str, Any]) -> np.ndarray:
     """bool ``[S, S]``: the pixels the object covers when drawn (fill and outline)."""
     m = Image.new("1", (S, S), 0)
-    _paint(ImageDraw.Draw(m), cls, box, 1, 1 if style["outline"] is not None else None,
-           style["apex"])
+    _paint(ImageDraw.Draw(m), cls, box, fill=1, outline=None if style["outline"] is None else 1,
+           apex=style["apex"])
     return np.asarray(m, dtype=bool)
-
-
-def _draw_shape(draw: ImageDraw.ImageDraw, cls: int, box: List[float],
-                style: Dict[str, Any]) -> List[float]:
-    """Draw shape ``cls`` filling ``box``; return its exact tight box."""
-    _paint(draw, cls, box, style["fill"], style["outline"], style["apex"])
-    x1, y1, x2, y2 = box
-    return [float(x1), float(y1), float(x2), float(y2)]
 
 
 def _write_voc_xml(path: Path, filename: str, width: int, height: int, boxes, names, difficult) -> None:
