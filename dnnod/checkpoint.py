@@ -77,7 +77,7 @@ def build_model(ck: Dict[str, Any]) -> torch.nn.Module:
     if kind == "localizer":
         return DetectorNet(**ck["config"])
     if kind == "classifier":
-        from .train import BoxClassifier
+        from .classifier import BoxClassifier
         return BoxClassifier(**ck["config"])
     raise ValueError(f"unknown checkpoint kind {kind!r}")
 

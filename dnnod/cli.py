@@ -29,18 +29,40 @@ def _load(weights: str, device=None):
                             f"(shipped: {pretrained_names()})")
 
 
-def _detect_kwargs(a) -> dict:
+def _load_classifier(a, localizer):
+    """``--classifier``: the Sec. 5.2 box classifier, checked against the localizer's classes."""
+    if not a.classifier:
+        return None
+    from .classifier import BoxClassifier
+    cls = _load(a.classifier, a.device)
+    if not isinstance(cls, BoxClassifier):
+        raise ValueError(f"--classifier {a.classifier!r} is a {type(cls).__name__} checkpoint, "
+                         "not a box classifier (train one with dnnod train --task classifier)")
+    names, cnames = list(getattr(localizer, "class_names", []) or []), list(cls.class_names)
+    if cls.num_classes != localizer.num_classes or (names and cnames and names != cnames):
+        raise ValueError(f"--classifier {a.classifier!r} classifies {cnames or cls.num_classes}, "
+                         f"the localizer detects {names or localizer.num_classes}")
+    return cls
+
+
+def _detect_kwargs(a, localizer) -> dict:
     return {"scales": a.scales, "refine": not a.no_refine, "threshold": a.threshold,
-            "nms_iou": a.nms_iou, "top_k": a.top_k, "device": a.device}
+            "nms_iou": a.nms_iou, "top_k": a.top_k, "device": a.device,
+            "classifier": _load_classifier(a, localizer)}
 
 
 def _add_detect_opts(p: argparse.ArgumentParser) -> None:
+    from .detect import DETECT_TOP_K
     p.add_argument("--weights", required=True, help="checkpoint file or shipped name")
     p.add_argument("--scales", type=int, default=3)
     p.add_argument("--no-refine", action="store_true")
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--nms-iou", type=float, default=0.5)
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=int, default=DETECT_TOP_K,
+                   help=f"boxes kept per scale and class (default {DETECT_TOP_K}; the paper: 5)")
+    p.add_argument("--classifier", default=None,
+                   help="box classifier checkpoint (dnnod train --task classifier) that prunes "
+                        "candidates, paper Sec. 5.2")
     p.add_argument("--device", default=None)
 
 
@@ -64,13 +86,14 @@ def cmd_detect(a) -> int:
     from .detect import detect
     from .image import load_image
     model = _load(a.weights, a.device)
+    kwargs = _detect_kwargs(a, model)
     names = list(getattr(model, "class_names", []) or [])
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {}
     for src in a.images:
         img = load_image(src)
-        det = detect(model, img, **_detect_kwargs(a))
+        det = detect(model, img, **kwargs)
         stem = Path(src).stem
         _draw(img, det, names, out / f"{stem}_boxes.png", a.min_score)
         results[str(src)] = [{"box": b, "score": s, "label": l,
@@ -98,7 +121,7 @@ def cmd_evaluate(a) -> int:
         sub.class_names = ds.class_names
         ds = sub
     res = evaluate_model(model, ds, use_07_metric=not a.all_points, iou_threshold=a.iou,
-                         **_detect_kwargs(a))
+                         **_detect_kwargs(a, model))
     print(format_ap_table(res, list(getattr(model, "class_names", []) or ds.class_names)))
     print(f"{res['images']} images, {res['seconds_per_image']:.2f} s/image, AP@{a.iou} "
           f"({'all-point' if a.all_points else 'VOC07 11-point'})")

