@@ -11,6 +11,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
+from .classifier import make_box_classifier
 from .image import ImageLike, load_image, image_size as _image_size
 from .localize import (box_scores, DEFAULT_ASPECT_RATIOS, DEFAULT_SURROUND, NMS_MODES,
                        extract_boxes_batch, make_lattice)
@@ -110,7 +111,6 @@ def detect(predictor_or_model, image: ImageLike, *, scales: int = 3, refine: boo
         if getattr(classifier, "num_classes", None) != C:
             raise ValueError(f"the classifier has {getattr(classifier, 'num_classes', '?')} "
                              f"classes, the localizer {C}")
-        from .classifier import make_box_classifier
         classifier = make_box_classifier(classifier, img)
     classifiers = None if classifier is None else \
         [(lambda boxes, c=c: classifier(boxes, c)) for c in range(1, C + 1)]

@@ -948,13 +948,13 @@ def _finish(boxes: torch.Tensor, eq3: torch.Tensor, *, classifier, nms_iou: floa
     if pre_nms is not None:
         order = order[:pre_nms]
     boxes, eq3 = boxes[order], eq3[order]
-    accept = classifier
     if classifier is not None and return_all and len(boxes):
         # the intermediates list every candidate the classifier keeps: ask about all of them
         keep = _accepted(classifier, boxes)
-        boxes, eq3, accept = boxes[keep], eq3[keep], None
+        boxes, eq3, classifier = boxes[keep], eq3[keep], None
     # else the classifier is asked lazily inside NMS: the same boxes as filtering first
-    k = nms(boxes, eq3, nms_iou, nms_mode, max_keep=None if return_all else top_k, accept=accept)
+    k = nms(boxes, eq3, nms_iou, nms_mode, max_keep=None if return_all else top_k,
+            accept=classifier)
     out_b, out_s = boxes[k[:top_k]].float(), eq3[k[:top_k]].float()
     if not return_all:
         return out_b, out_s
