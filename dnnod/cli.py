@@ -47,17 +47,20 @@ def _load_classifier(a, localizer):
 
 def _detect_kwargs(a, localizer) -> dict:
     return {"scales": a.scales, "refine": not a.no_refine, "threshold": a.threshold,
-            "nms_iou": a.nms_iou, "top_k": a.top_k, "device": a.device,
+            "nms_iou": a.nms_iou, "final_nms_iou": a.final_nms_iou, "top_k": a.top_k,
+            "device": a.device,
             "classifier": _load_classifier(a, localizer)}
 
 
 def _add_detect_opts(p: argparse.ArgumentParser) -> None:
-    from .detect import DETECT_TOP_K
+    from .detect import DETECT_TOP_K, FINAL_NMS_IOU
     p.add_argument("--weights", required=True, help="checkpoint file or shipped name")
     p.add_argument("--scales", type=int, default=3)
     p.add_argument("--no-refine", action="store_true")
     p.add_argument("--threshold", type=float, default=0.5)
-    p.add_argument("--nms-iou", type=float, default=0.5)
+    p.add_argument("--nms-iou", type=float, default=0.5, help="per-scale NMS overlap")
+    p.add_argument("--final-nms-iou", type=float, default=FINAL_NMS_IOU,
+                   help="overlap of the final NMS over all scales")
     p.add_argument("--top-k", type=int, default=DETECT_TOP_K,
                    help=f"boxes kept per scale and class (default {DETECT_TOP_K}; the paper: 5)")
     p.add_argument("--classifier", default=None,

@@ -169,6 +169,45 @@ def test_detect_intermediates_and_scales():
     assert len(one["windows"]) == 1 and "refine_crops" not in one
 
 
+def _dpm_overlaps(boxes: torch.Tensor) -> torch.Tensor:
+    """[i, j] = area of box j inside box i / area of box j (brute force, plain Python)."""
+    n = len(boxes)
+    out = torch.zeros(n, n, dtype=torch.float64)
+    for i in range(n):
+        for j in range(n):
+            x1 = max(float(boxes[i, 0]), float(boxes[j, 0]))
+            y1 = max(float(boxes[i, 1]), float(boxes[j, 1]))
+            x2 = min(float(boxes[i, 2]), float(boxes[j, 2]))
+            y2 = min(float(boxes[i, 3]), float(boxes[j, 3]))
+            inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+            out[i, j] = inter / float((boxes[j, 2] - boxes[j, 0]) * (boxes[j, 3] - boxes[j, 1]))
+    return out
+
+
+@pytest.mark.parametrize("final", [0.2, 0.35, 0.6])
+def test_final_nms_overlap_holds(final):
+    """The final NMS over all scales (ours): no kept box has ``final_nms_iou`` or more of its area
+    inside a better-scored kept box of its class (the DPM overlap), checked by brute force on the
+    many overlapping boxes of an untrained network; ``None`` means the per-scale ``nms_iou``."""
+    torch.manual_seed(0)
+    net = DetectorNet(2, arch="tiny", head="conv").eval()
+    img = torch.randint(0, 256, (3, 64, 80), dtype=torch.uint8)
+    out = detect(net, img, device="cpu", final_nms_iou=final, threshold=0.0)
+    assert len(out["boxes"]) >= 4
+    for c in (1, 2):
+        sel = out["labels"] == c
+        b, s = out["boxes"][sel], out["scores"][sel]
+        order = torch.argsort(s, descending=True)
+        ov = _dpm_overlaps(b[order].double())
+        for j in range(len(b)):
+            assert all(ov[i, j] < final + 1e-6 for i in range(j)), (c, j)
+    same = detect(net, img, device="cpu", nms_iou=0.4, final_nms_iou=None, threshold=0.0)
+    ref = detect(net, img, device="cpu", nms_iou=0.4, final_nms_iou=0.4, threshold=0.0)
+    torch.testing.assert_close(same["boxes"], ref["boxes"])
+    with pytest.raises(ValueError, match="final_nms_iou"):
+        detect(net, img, device="cpu", final_nms_iou=1.5)
+
+
 def _constant_classifier(num_classes: int, label: int):
     """A BoxClassifier whose arg-max is always ``label`` (0 = background): zero weights, one bias."""
     from dnnod.classifier import BoxClassifier

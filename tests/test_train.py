@@ -210,6 +210,7 @@ def test_cli_detect_defaults_and_classifier_option(tmp_path, capsys):
     sig = inspect.signature(detect).parameters
     assert a.top_k == DETECT_TOP_K == sig["top_k"].default
     assert a.threshold == sig["threshold"].default and a.nms_iou == sig["nms_iou"].default
+    assert a.final_nms_iou == sig["final_nms_iou"].default
     assert a.scales == sig["scales"].default
     # a localizer passed as --classifier, and a classifier of another class count: clear errors
     args = ["evaluate", "--weights", "shapes-tiny", "--limit", "1", "--device", "cpu"]
