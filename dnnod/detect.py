@@ -2,9 +2,8 @@
 
 image → windows of 3 scales → network (all windows in one batch) → masks merged by max per scale
 → boxes per scale and class (Eq. 2 threshold, Eq. 3 ranking, optional classifier, NMS, top k —
-the paper 5, ours 10) → refinement of those 15 (30) per class → per-class NMS over all scales (ours, at
-:data:`FINAL_NMS_IOU`) →
-``{"boxes", "scores", "labels"}``.
+the paper 5, ours 10) → refinement of those 15 (30) per class → per-class NMS over all scales
+(ours, at :data:`FINAL_NMS_IOU`) → ``{"boxes", "scores", "labels"}``.
 """
 from __future__ import annotations
 
