@@ -94,8 +94,8 @@ def detect(predictor_or_model, image: ImageLike, *, scales: int = 3, refine: boo
     ``windows``, ``window_masks [K_s, C, 5, d, d]``, ``merged_masks [C, 5, Dy, Dx]``, per scale
     and class ``candidates`` / ``candidate_scores`` (past the Eq. 2 threshold, ranked) and
     ``candidates_nms`` / ``candidate_scores_nms``, and the stage-1 ``boxes_before_refine``,
-    ``scores_before_refine``, ``labels_before_refine``, ``top_k`` (and ``refine_crops`` /
-    ``refine_masks`` when refining).
+    ``scores_before_refine``, ``labels_before_refine``, ``top_k``, the ``final_nms_iou`` used
+    (and ``refine_crops`` / ``refine_masks`` when refining).
     """
     pred = as_predictor(predictor_or_model, device)
     if nms_mode not in NMS_MODES:
@@ -194,6 +194,7 @@ def detect(predictor_or_model, image: ImageLike, *, scales: int = 3, refine: boo
                     "candidates_nms": cands_nms, "candidate_scores_nms": cand_nms_s,
                     "boxes_before_refine": boxes1, "scores_before_refine": scores1,
                     "labels_before_refine": labels1, "top_k": top_k,
+                    "final_nms_iou": final_nms_iou,
                     "aspect_ratios": torch.as_tensor(
                         aspect_ratios, dtype=torch.float64)})
         out.update(extra)

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from .detect import FINAL_NMS_IOU, as_predictor, detect
+from .detect import as_predictor, detect
 from .evaluate import evaluate_detections
 from .refine import final_nms
 
@@ -126,9 +126,7 @@ def run_variants(model, dataset, variants: Sequence[str] = VARIANTS, *, progress
                 secs["full"] += dt
             if "no_refine" in variants:
                 b, s, lab = r["boxes_before_refine"], r["scores_before_refine"], r["labels_before_refine"]
-                fin = detect_kwargs.get("final_nms_iou", FINAL_NMS_IOU)
-                keep = final_nms(b, s, lab, detect_kwargs.get("nms_iou", 0.5) if fin is None else fin,
-                                 detect_kwargs.get("nms_mode", "dpm"))
+                keep = final_nms(b, s, lab, r["final_nms_iou"], detect_kwargs.get("nms_mode", "dpm"))
                 dets["no_refine"].append({"boxes": b[keep].float(), "scores": s[keep].float(),
                                           "labels": lab[keep].long()})
                 secs["no_refine"] += dt       # an upper bound: includes the refinement pass

@@ -186,8 +186,8 @@ def _dpm_overlaps(boxes: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("final", [0.2, 0.35, 0.6])
 def test_final_nms_overlap_holds(final):
-    """The final NMS over all scales (ours): no kept box has ``final_nms_iou`` or more of its area
-    inside a better-scored kept box of its class (the DPM overlap), checked by brute force on the
+    """The final NMS over all scales (ours): no kept box has more than ``final_nms_iou`` of its
+    area inside a better-scored kept box of its class (the DPM overlap), checked by brute force on the
     many overlapping boxes of an untrained network; ``None`` means the per-scale ``nms_iou``."""
     torch.manual_seed(0)
     net = DetectorNet(2, arch="tiny", head="conv").eval()
