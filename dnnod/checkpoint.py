@@ -65,6 +65,9 @@ def read_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]
         raise ValueError(f"{path} is not a dnnod checkpoint (no 'format': 'dnnod' / 'state_dict')")
     if ck.get("version", 0) > VERSION:
         raise ValueError(f"{path} has checkpoint version {ck['version']}; this dnnod reads <= {VERSION}")
+    if ck.get("kind", "localizer") == "localizer" and isinstance(ck.get("config"), dict):
+        # Checkpoints written before DetectorNet had ``head_norm`` have the head without it.
+        ck["config"].setdefault("head_norm", "none")
     return ck
 
 

@@ -28,6 +28,7 @@ from .masks import MASK_TYPES
 ARCHS = ("paper", "tiny")
 ACTIVATIONS = ("linear", "sigmoid")
 HEADS = ("fc", "conv", "skip")
+HEAD_NORMS = ("none", "batch")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -147,6 +148,15 @@ def _skip_point(features: nn.Sequential, input_size: int, d: int) -> Tuple[int, 
     return best
 
 
+def _conv_relu(cin: int, cout: int, k: int, norm: str) -> List[nn.Module]:
+    """A k×k convolution (same padding) and ReLU, with batch normalisation between them when
+    ``norm == "batch"`` (the convolution then needs no bias)."""
+    if norm == "batch":
+        return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True)]
+    return [nn.Conv2d(cin, cout, k, padding=k // 2), nn.ReLU(inplace=True)]
+
+
 class _StraightThroughClamp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):  # type: ignore[override]
@@ -175,10 +185,13 @@ class DetectorNet(nn.Module):
             trunk feature map at least d×d — 24×24 in the tiny trunk, 26×26 in the paper's —
             so a mask cell also sees features of its own size, not only the 6×6 map upsampled
             4×; small objects need that).
+        head_norm: ``"none"`` (default) or ``"batch"`` (ours): batch normalisation after each
+            hidden convolution of the ``"conv"`` / ``"skip"`` head, as the tiny trunk already
+            has — the head then trains at the trunk's pace instead of lagging behind it.
     """
 
     def __init__(self, num_classes: int = 1, arch: str = "paper", d: int = 24,
-                 activation: str = "linear", head: str = "fc") -> None:
+                 activation: str = "linear", head: str = "fc", head_norm: str = "none") -> None:
         super().__init__()
         if arch not in _TRUNKS:
             raise ValueError(f"arch must be one of {ARCHS}; got {arch!r}")
@@ -186,10 +199,15 @@ class DetectorNet(nn.Module):
             raise ValueError(f"activation must be one of {ACTIVATIONS}; got {activation!r}")
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}; got {head!r}")
+        if head_norm not in HEAD_NORMS:
+            raise ValueError(f"head_norm must be one of {HEAD_NORMS}; got {head_norm!r}")
+        if head_norm != "none" and head == "fc":
+            raise ValueError("head_norm applies to the convolutional heads ('conv', 'skip'), "
+                             "not to the paper's fc head")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be an integer >= 1; got {num_classes!r}")
         self.num_classes, self.arch, self.d = num_classes, arch, check_d(d)
-        self.activation, self.head = activation, head
+        self.activation, self.head, self.head_norm = activation, head, head_norm
         make_trunk, self.input_size = _TRUNKS[arch]
         self.features, hidden, dropout = make_trunk()
         with torch.no_grad():
@@ -206,21 +224,21 @@ class DetectorNet(nn.Module):
         elif head == "conv":
             c = feat.shape[1]
             self.fc = nn.Sequential(
-                nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
+                *_conv_relu(c, c, 3, head_norm),
                 nn.Upsample(size=(d, d), mode="bilinear", align_corners=False),
-                nn.Conv2d(c, 64, 3, padding=1), nn.ReLU(inplace=True),
+                *_conv_relu(c, 64, 3, head_norm),
             )
             self.regressor = nn.Conv2d(64, n_out, 1)
         else:
             c = feat.shape[1]
             self._skip_at, c_skip = _skip_point(self.features, self.input_size, d)
             self.fc = nn.Sequential(
-                nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
+                *_conv_relu(c, c, 3, head_norm),
                 nn.Upsample(size=(d, d), mode="bilinear", align_corners=False),
             )
             # 1×1 lateral projection of the fine map (cheap), then one 3×3 fusion at d×d.
-            self.lateral = nn.Sequential(nn.Conv2d(c_skip, 32, 1), nn.ReLU(inplace=True))
-            self.fuse = nn.Sequential(nn.Conv2d(c + 32, 64, 3, padding=1), nn.ReLU(inplace=True))
+            self.lateral = nn.Sequential(*_conv_relu(c_skip, 32, 1, head_norm))
+            self.fuse = nn.Sequential(*_conv_relu(c + 32, 64, 3, head_norm))
             self.regressor = nn.Conv2d(64, n_out, 1)
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -228,7 +246,7 @@ class DetectorNet(nn.Module):
     def config(self) -> Dict[str, Any]:
         """Constructor arguments, stored in checkpoints so a model can be rebuilt exactly."""
         return {"num_classes": self.num_classes, "arch": self.arch, "d": self.d,
-                "activation": self.activation, "head": self.head}
+                "activation": self.activation, "head": self.head, "head_norm": self.head_norm}
 
     def _check_input(self, x: torch.Tensor) -> None:
         s = self.input_size
@@ -285,7 +303,8 @@ class DetectorNet(nn.Module):
         """A table of layers, output shapes and parameter counts (used by the book)."""
         rows = self.layer_table()
         lines = [f"DetectorNet(arch={self.arch!r}, num_classes={self.num_classes}, d={self.d}, "
-                 f"activation={self.activation!r}, head={self.head!r})",
+                 f"activation={self.activation!r}, head={self.head!r}"
+                 + (f", head_norm={self.head_norm!r})" if self.head_norm != "none" else ")"),
                  f"input: [3, {self.input_size}, {self.input_size}]",
                  f"{'layer':<14}{'type':<19}{'output shape':<20}{'params':>12}"]
         for name, kind, shape, n in rows:

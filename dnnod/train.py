@@ -36,7 +36,7 @@ from . import checkpoint as ckpt
 from .data import make_dataset
 from .classifier import BoxClassifier, make_box_classifier  # noqa: F401 (re-exported)
 from .loss import DEFAULT_LAMBDA, mask_loss
-from .net import HEADS, DetectorNet
+from .net import HEAD_NORMS, HEADS, DetectorNet
 from .sampler import SCALE_DISTS, ClassifierSampler, ImageBank, LocalizerSampler
 
 __all__ = ["build_parser", "train", "main", "BoxClassifier", "make_box_classifier"]
@@ -58,6 +58,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     a("--activation", choices=("linear", "sigmoid"), default="linear")
     a("--head", choices=HEADS, default="fc",
       help="mask head: fc (paper), conv or skip (ours, ch. 10)")
+    a("--head-norm", choices=HEAD_NORMS, default="none",
+      help="batch normalisation in the conv / skip head (ours)")
     a("--d", type=int, default=24, help="mask resolution (paper: 24)")
     a("--out", required=True, help="run folder (checkpoints, metrics)")
     a("--epochs", type=int, default=10)
@@ -211,7 +213,8 @@ def _run(args) -> Dict[str, Any]:
     aspect_ratios = ckpt.kmeans_aspect_ratios(all_boxes, k=10, seed=0)
 
     if args.task == "localizer":
-        model = DetectorNet(C, arch=args.arch, d=args.d, activation=args.activation, head=args.head)
+        model = DetectorNet(C, arch=args.arch, d=args.d, activation=args.activation, head=args.head,
+                            head_norm=args.head_norm)
         sampler = LocalizerSampler(bank, C, model.input_size, d=args.d, min_scale=args.min_scale,
                                    scale_dist=args.crop_scale, pos_fraction=args.pos_fraction,
                                    flip=not args.no_flip)

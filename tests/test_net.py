@@ -190,3 +190,59 @@ def test_forward_hooks_fire_on_the_packed_layers():
     h.remove()
     assert seen == [(torch.Size([2, 4096]), torch.Size([2, 5 * 24 * 24]))]
     assert out.shape == (2, 1, 5, 24, 24)
+
+
+@pytest.mark.parametrize("head", ["conv", "skip"])
+def test_head_norm_batch(head):
+    """head_norm='batch' (ours): a BatchNorm after every hidden convolution of the head (none in
+    'none'), same output interface, and the config rebuilds the same network. In training mode
+    each normalised channel has mean 0 and variance 1 over the batch (before the in-place ReLU)."""
+    torch.manual_seed(0)
+    plain = DetectorNet(num_classes=2, arch="tiny", head=head)
+    net = DetectorNet(num_classes=2, arch="tiny", head=head, head_norm="batch")
+    head_mods = [m for n, m in net.named_modules() if n.split(".")[0] in ("fc", "lateral", "fuse")]
+    convs = [m for m in head_mods if isinstance(m, torch.nn.Conv2d)]
+    bns = [m for m in head_mods if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bns) == len(convs) >= 2 and all(c.bias is None for c in convs)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for n, m in plain.named_modules()
+                   if n.split(".")[0] in ("fc", "lateral", "fuse"))
+    seen = []
+    hooks = [b.register_forward_hook(lambda m, i, o: seen.append(o.detach().clone())) for b in bns]
+    y = net.train()(torch.rand(4, 3, 96, 96))
+    for h in hooks:
+        h.remove()
+    assert y.shape == (4, 2, 5, 24, 24) and y.min() >= 0 and y.max() <= 1
+    for o in seen:
+        assert torch.allclose(o.mean((0, 2, 3)), torch.zeros(o.shape[1]), atol=1e-4)
+        assert torch.allclose(o.var((0, 2, 3), unbiased=False), torch.ones(o.shape[1]), atol=1e-2)
+    cfg = net.config()
+    assert cfg["head_norm"] == "batch" and plain.config()["head_norm"] == "none"
+    assert DetectorNet(**cfg).num_parameters() == net.num_parameters()
+    assert "head_norm='batch'" in net.describe()
+
+
+def test_head_norm_bad_values():
+    with pytest.raises(ValueError, match="head_norm must be one of"):
+        DetectorNet(arch="tiny", head="conv", head_norm="layer")
+    with pytest.raises(ValueError, match="convolutional heads"):
+        DetectorNet(arch="tiny", head="fc", head_norm="batch")
+
+
+def test_checkpoint_without_head_norm_loads(tmp_path):
+    """Checkpoints written before head_norm existed (config without the key, e.g. the shipped
+    Penn-Fudan file) load as head_norm='none'; a head_norm mismatch is a clear error."""
+    from dnnod import checkpoint as C
+    m = DetectorNet(2, arch="tiny", d=6, head="conv")
+    cfg = {k: v for k, v in m.config().items() if k != "head_norm"}
+    old = tmp_path / "old.pt"
+    C.save_checkpoint({"format": "dnnod", "version": 1, "kind": "localizer", "config": cfg,
+                       "class_names": ["a", "b"], "aspect_ratios": [1.0],
+                       "state_dict": m.state_dict()}, old)
+    back = C.load_checkpoint(old, device="cpu")
+    assert back.head_norm == "none"
+    x = torch.rand(1, 3, 96, 96)
+    with torch.no_grad():
+        assert torch.equal(back(x), m.eval()(x))
+    C.load_weights_into(DetectorNet(2, arch="tiny", d=6, head="conv"), old)
+    with pytest.raises(ValueError, match="head_norm"):
+        C.load_weights_into(DetectorNet(2, arch="tiny", d=6, head="conv", head_norm="batch"), old)
