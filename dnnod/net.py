@@ -98,6 +98,15 @@ class Linear(nn.Linear):
         return _linear(self, x)
 
 
+def _conv_relu(cin: int, cout: int, k: int, norm: str) -> List[nn.Module]:
+    """A k×k convolution (same padding) and ReLU, with batch normalisation between them when
+    ``norm == "batch"`` (the convolution then needs no bias)."""
+    if norm == "batch":
+        return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True)]
+    return [nn.Conv2d(cin, cout, k, padding=k // 2), nn.ReLU(inplace=True)]
+
+
 def _paper_trunk() -> Tuple[nn.Sequential, int, float]:
     """Krizhevsky et al. 2012: 5 conv + 2 FC, ReLU after each, LRN after conv 1-2, max-pooling
     after conv 1, 2 and 5. 225×225 input -> 256×5×5 features."""
@@ -117,8 +126,7 @@ def _paper_trunk() -> Tuple[nn.Sequential, int, float]:
 def _tiny_trunk() -> Tuple[nn.Sequential, int, float]:
     """A small CNN with the same interface (96×96 input), trainable on 2 CPU cores in minutes."""
     def block(cin, cout):
-        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True)]
+        return _conv_relu(cin, cout, 3, "batch")
     features = nn.Sequential(
         *block(3, 32), nn.MaxPool2d(2),          # 48
         *block(32, 64), nn.MaxPool2d(2),         # 24
@@ -146,15 +154,6 @@ def _skip_point(features: nn.Sequential, input_size: int, d: int) -> Tuple[int, 
     if best is None:
         raise ValueError(f"head='skip' needs a trunk feature map of at least {d}×{d}")
     return best
-
-
-def _conv_relu(cin: int, cout: int, k: int, norm: str) -> List[nn.Module]:
-    """A k×k convolution (same padding) and ReLU, with batch normalisation between them when
-    ``norm == "batch"`` (the convolution then needs no bias)."""
-    if norm == "batch":
-        return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True)]
-    return [nn.Conv2d(cin, cout, k, padding=k // 2), nn.ReLU(inplace=True)]
 
 
 class _StraightThroughClamp(torch.autograd.Function):
