@@ -75,7 +75,11 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
       help="crop width distribution in [min-scale, 1]: uniform (the paper) or log-uniform (ours)")
     a("--pos-fraction", type=float, default=0.4)
     a("--no-flip", action="store_true")
-    a("--seed", type=int, default=0)
+    a("--seed", type=int, default=0, help="initialisation and batch sampling (and, unless "
+                                          "--data-seed is given, the shapes images)")
+    a("--data-seed", type=int, default=None,
+      help="shapes: generator seed of the train/val images (default: --seed, as recorded commands "
+           "assume); fix it to compare training seeds on the same data")
     a("--resume", action="store_true", help="continue from OUT/last.pt if present")
     a("--workers", type=int, default=0, help="DataLoader worker processes preparing batches")
     a("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -176,6 +180,9 @@ def _run(args) -> Dict[str, Any]:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
     if args.lam < 0:
         raise ValueError(f"--lam must be >= 0; got {args.lam}")
+    if args.data_seed is not None and args.data != "shapes":
+        # a real dataset's images are fixed files: the option would be silently ignored
+        raise ValueError(f"--data-seed seeds the generated shapes images only; got --data {args.data}")
     if args.threads:
         torch.set_num_threads(args.threads)
     world, rank, local = _dist_info()
@@ -201,7 +208,10 @@ def _run(args) -> Dict[str, Any]:
 
     ds_kw: Dict[str, Any] = {}
     if args.data == "shapes":
-        ds_kw = {"image_size": args.image_size, "seed": args.seed}
+        # The shapes images follow --seed unless --data-seed fixes them: a seed study that changes
+        # only the initialisation and batches needs the same training and validation images.
+        data_seed = args.seed if args.data_seed is None else args.data_seed
+        ds_kw = {"image_size": args.image_size, "seed": data_seed}
         if args.num_images:
             ds_kw["num_images"] = args.num_images
     train_ds = make_dataset(args.data, args.train_split, args.root, **ds_kw)
