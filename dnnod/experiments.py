@@ -476,6 +476,34 @@ def write_json(obj: Mapping[str, Any], path) -> Path:
     return p
 
 
+def merge_update(res: dict, old: dict) -> dict:
+    """``--update``: copy into ``res`` the datasets of the earlier file ``old`` that ``res`` lacks,
+    and record in ``res["kept_from_earlier_run"]`` the run that computed them. An entry that
+    ``old`` had itself kept from a run before it keeps that run's command, so two alternating
+    ``--update`` runs never credit one dataset's numbers to the other's command."""
+    kept = [n for n in old.get("datasets", {}) if n not in res["datasets"]]
+    for n in kept:
+        res["datasets"][n] = old["datasets"][n]
+    if not kept:
+        return res
+    own = {"command": old.get("command"), "wall_time_s": old.get("all_wall_time_s", old.get("wall_time_s"))}
+    prev = old.get("kept_from_earlier_run") or {}
+
+    def source(n: str) -> dict:
+        if n not in prev.get("datasets", ()):
+            return own
+        if "per_dataset" in prev:
+            return prev["per_dataset"][n]
+        return {k: prev.get(k) for k in ("command", "wall_time_s")}
+
+    sources = [source(n) for n in kept]
+    if all(src == sources[0] for src in sources):
+        res["kept_from_earlier_run"] = {"datasets": kept, **sources[0]}
+    else:  # kept entries from two earlier runs: one record per dataset
+        res["kept_from_earlier_run"] = {"datasets": kept, "per_dataset": dict(zip(kept, sources))}
+    return res
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(prog="python -m dnnod.experiments", description=__doc__.split("\n")[0])
@@ -534,14 +562,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         outs = {a.out: jobs[a.command](**kw)}
     for p, res in outs.items():
         if a.update and Path(p).is_file() and "datasets" in res:
-            old = json.loads(Path(p).read_text())
-            kept = [n for n in old.get("datasets", {}) if n not in res["datasets"]]
-            for n in kept:
-                res["datasets"][n] = old["datasets"][n]
-            if kept:
-                # the kept entries came from an earlier run: say which
-                res["kept_from_earlier_run"] = {"datasets": kept, "command": old.get("command"),
-                                                "wall_time_s": old.get("all_wall_time_s", old.get("wall_time_s"))}
+            merge_update(res, json.loads(Path(p).read_text()))
         print(f"wrote {write_json(res, p)} ({res['wall_time_s']} s)")
     return 0
 

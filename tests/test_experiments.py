@@ -13,7 +13,7 @@ from dnnod import explore
 from dnnod.checkpoint import save_checkpoint
 from dnnod.detect import detect
 from dnnod.evaluate import evaluate_detections
-from dnnod.experiments import (FullMaskOnly, classify_detections, main, run_variants,
+from dnnod.experiments import (FullMaskOnly, classify_detections, main, merge_update, run_variants,
                                worst_errors)
 from dnnod.localize import box_scores
 from dnnod.net import DetectorNet
@@ -124,6 +124,26 @@ def test_cli_writes_valid_json(tmp_path, tiny_ckpt):
         assert m is None or 0.0 <= m <= 1.0
         assert set(d[k]["ap_07"]) == {"circle", "square", "triangle"}
     assert sum(d["refine_true"]["npos"].values()) > 0
+
+
+def test_update_credits_kept_entries_to_the_run_that_computed_them():
+    # three runs by hand: A computes shapes, B pennfudan (--update keeps A's shapes), C pennfudan
+    # again (--update keeps the shapes, which are still A's, not B's)
+    a = {"datasets": {"shapes": {"v": 1}}, "command": "A", "wall_time_s": 10.0}
+    b = merge_update({"datasets": {"pennfudan": {"v": 2}}, "command": "B", "wall_time_s": 20.0,
+                      "all_wall_time_s": 25.0}, a)
+    assert b["datasets"] == {"shapes": {"v": 1}, "pennfudan": {"v": 2}}
+    assert b["kept_from_earlier_run"] == {"datasets": ["shapes"], "command": "A", "wall_time_s": 10.0}
+    c = merge_update({"datasets": {"pennfudan": {"v": 3}}, "command": "C", "wall_time_s": 30.0}, b)
+    assert c["datasets"] == {"shapes": {"v": 1}, "pennfudan": {"v": 3}}
+    assert c["kept_from_earlier_run"] == {"datasets": ["shapes"], "command": "A", "wall_time_s": 10.0}
+    # B's own dataset kept by a run of a third dataset: credited to B, A's to A
+    d = merge_update({"datasets": {"voc": {"v": 4}}, "command": "D", "wall_time_s": 1.0}, b)
+    k = d["kept_from_earlier_run"]
+    assert sorted(k["datasets"]) == ["pennfudan", "shapes"] and k["per_dataset"] == {
+        "shapes": {"command": "A", "wall_time_s": 10.0}, "pennfudan": {"command": "B", "wall_time_s": 25.0}}
+    # nothing to keep: no record
+    assert "kept_from_earlier_run" not in merge_update({"datasets": {"shapes": {}}, "command": "E"}, a)
 
 
 def test_cli_rejects_unknown_dataset(tmp_path):

@@ -229,8 +229,8 @@ def test_head_norm_bad_values():
 
 
 def test_checkpoint_without_head_norm_loads(tmp_path):
-    """Checkpoints written before head_norm existed (config without the key, e.g. the previous shipped
-    Penn-Fudan file) load as head_norm='none'; a head_norm mismatch is a clear error."""
+    """Checkpoints written before head_norm existed (config without the key, e.g. the previous
+    shipped Penn-Fudan file) load as head_norm='none'; a head_norm mismatch is a clear error."""
     from dnnod import checkpoint as C
     m = DetectorNet(2, arch="tiny", d=6, head="conv")
     cfg = {k: v for k, v in m.config().items() if k != "head_norm"}
