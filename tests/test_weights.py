@@ -49,3 +49,20 @@ def test_ap_not_below_record(name):
     res = evaluate_model(load_pretrained(name, device="cpu"), subset, progress=False,
                          device="cpu", **rec.get("detect_kwargs", {}))
     assert res["map"] >= sub["map"] - 0.02, (name, res["ap"], sub["map"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_readme_records_the_files_own_command_and_ap(name):
+    """dnnod/weights/README.md shows, for each shipped file, the command stored in the file itself
+    (meta["command"], written by `dnnod train`), its seed and the test AP eval.json measured on it:
+    a retrained file with a stale README fails here."""
+    import re
+    readme = (WEIGHTS_DIR / "README.md").read_text()
+    flat = re.sub(r"\s+", " ", readme.replace("\\\n", " "))
+    meta = load_pretrained(name, device="cpu").meta
+    assert meta["command"] == RECORDS[name]["meta"]["command"]
+    assert re.sub(r"\s+", " ", meta["command"]) in flat, (name, meta["command"])
+    assert f"--seed {meta['seed']}" in meta["command"]
+    row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}.pt`"))
+    assert f"{RECORDS[name]['test']['map']:.3f}" in row, (name, row)
+    assert f"{meta['step']} ×" in row, (name, meta["step"], row)
