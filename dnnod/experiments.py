@@ -486,7 +486,8 @@ def merge_update(res: dict, old: dict) -> dict:
         res["datasets"][n] = old["datasets"][n]
     if not kept:
         return res
-    own = {"command": old.get("command"), "wall_time_s": old.get("all_wall_time_s", old.get("wall_time_s"))}
+    own = {"command": old.get("command"),
+           "wall_time_s": old.get("all_wall_time_s", old.get("wall_time_s"))}
     prev = old.get("kept_from_earlier_run") or {}
 
     def source(n: str) -> dict:

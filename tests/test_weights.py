@@ -1,6 +1,7 @@
 """The shipped weights: size, safe loading, attributes, and their AP re-measured on the fixed
 test subset recorded in dnnod/weights/eval.json (fails if it drops > 0.02 below the record)."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,6 @@ def test_readme_records_the_files_own_command_and_ap(name):
     """dnnod/weights/README.md shows, for each shipped file, the command stored in the file itself
     (meta["command"], written by `dnnod train`), its seed and the test AP eval.json measured on it:
     a retrained file with a stale README fails here."""
-    import re
     readme = (WEIGHTS_DIR / "README.md").read_text()
     flat = re.sub(r"\s+", " ", readme.replace("\\\n", " "))
     meta = load_pretrained(name, device="cpu").meta
