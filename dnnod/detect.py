@@ -12,10 +12,10 @@ from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 import torch
 
 from .classifier import make_box_classifier
-from .image import ImageLike, load_image, image_size as _image_size
+from .image import ImageLike, ImagePyramid, load_image, load_pyramid
 from .localize import (box_scores, DEFAULT_ASPECT_RATIOS, DEFAULT_SURROUND, NMS_MODES,
                        extract_boxes_batch, make_lattice)
-from .multiscale import merge_masks, scale_windows
+from .multiscale import merge_masks, network_scale, scale_windows, working_stride
 from .predict import NetPredictor
 from .refine import MIN_IOU, final_nms, refine_boxes
 
@@ -55,6 +55,30 @@ def as_predictor(predictor_or_model, device=None):
                          "(image, windows) -> [K, C, 5, d, d] with .num_classes and .d; got "
                          f"{type(predictor_or_model).__name__}")
     return predictor_or_model
+
+
+def _as_pyramid(image, pred, scales: int) -> ImagePyramid:
+    """The image at the resolution the predictor needs (:func:`dnnod.multiscale.network_scale`)
+    when it has an ``input_size`` (a network), else at full resolution. A path to a large JPEG
+    is decoded reduced (:func:`dnnod.image.load_pyramid`)."""
+    if isinstance(image, ImagePyramid):
+        return image
+    top = getattr(pred, "input_size", None)
+    if top is None:
+        t = load_image(image)
+        return ImagePyramid([t], (int(t.shape[-2]), int(t.shape[-1])))
+    return load_pyramid(image, lambda hw: network_scale(hw, int(top), scales), int(top))
+
+
+def _pyramid_classifier(model, pyr: ImagePyramid):
+    """make_box_classifier on the image, or on a <= 2048 px level of a large one (its input is
+    64 px: nothing finer is needed), with the boxes scaled to that level."""
+    if pyr.is_plain:
+        return make_box_classifier(model, pyr.levels[0])
+    lv, (sy, sx) = pyr.finest_within(2048)
+    keep = make_box_classifier(model, lv.contiguous())
+    sc = torch.tensor([sx, sy, sx, sy])
+    return lambda boxes, label=None: keep(boxes * sc.to(boxes.dtype), label)
 
 
 def detect(predictor_or_model, image: ImageLike, *, scales: int = 3, refine: bool = True,
@@ -107,8 +131,10 @@ def detect(predictor_or_model, image: ImageLike, *, scales: int = 3, refine: boo
     if isinstance(final_nms_iou, bool) or not isinstance(final_nms_iou, (int, float)) \
             or not (0 <= final_nms_iou <= 1):
         raise ValueError(f"final_nms_iou must be in [0, 1] or None; got {final_nms_iou!r}")
-    img = load_image(image)
-    H, W = _image_size(img)
+    pyr = _as_pyramid(image, pred, scales)
+    H, W = pyr.size
+    img = pyr.levels[0] if pyr.is_plain else pyr          # what the predictor is given
+    stride = working_stride((H, W), stride)
     if aspect_ratios is None:
         aspect_ratios = getattr(pred, "aspect_ratios", None)
     if aspect_ratios is None:
@@ -128,7 +154,7 @@ def detect(predictor_or_model, image: ImageLike, *, scales: int = 3, refine: boo
         if getattr(classifier, "num_classes", None) != C:
             raise ValueError(f"the classifier has {getattr(classifier, 'num_classes', '?')} "
                              f"classes, the localizer {C}")
-        classifier = make_box_classifier(classifier, img)
+        classifier = _pyramid_classifier(classifier, pyr)
     classifiers = None if classifier is None else \
         [(lambda boxes, c=c: classifier(boxes, c)) for c in range(1, C + 1)]
     merged, cands, cand_s, cands_nms, cand_nms_s = [], [], [], [], []

@@ -113,3 +113,39 @@ def merge_masks(window_masks: torch.Tensor, windows, image_size: Tuple[float, fl
         vals = window_masks[k][:, :, iy.to(out.device)][:, :, :, ix.to(out.device)]
         torch.maximum(out[:, :, r0:r1, c0:c1], vals, out=out[:, :, r0:r1, c0:c1])
     return out
+
+
+# ----------------------------------------------------------------------------- image size
+#: Long side (px) of the working resolution of the box search (ours). The candidate lattice of a
+#: larger image is that of the image scaled to this size — the stride grows with the image, so the
+#: number of candidates, and the cost, stop growing. 640 px is the paper's 5 px stride at 4/3 steps
+#: per cell of the finest merged mask (d·2^(scales-1) = 96 cells per axis for d = 24 and 3
+#: scales); the paper's VOC images (500 px) have about one. Images up to 640 px are searched
+#: with the 5 px stride unchanged.
+WORK_LONG_SIDE = 640
+#: Smallest refinement crop relative to the image (ours): the smallest candidate (size 0.05 of the
+#: mean image dimension, :data:`dnnod.detect.DETECT_SIZES`) enlarged by 1.2 and grown to the
+#: image's aspect ratio spans at least 0.06 of the image's width and height; 0.9 of that allows for
+#: the lattice's rounding of box sizes to whole steps.
+SMALLEST_CROP = 0.9 * 1.2 * 0.05
+
+
+def working_stride(image_size: Tuple[float, float], stride: float = 5,
+                   work_long_side: float = WORK_LONG_SIDE) -> float:
+    """The candidate stride in image pixels: ``stride`` on an image whose long side is at most
+    ``work_long_side``, else ``stride`` scaled by long side / ``work_long_side`` (the lattice of
+    the image resized to the working resolution, in the original pixel coordinates)."""
+    H, W = _check_image_size(image_size)
+    return float(stride) * max(1.0, max(H, W) / float(work_long_side))
+
+
+def network_scale(image_size: Tuple[float, float], input_size: int, scales: int = 3,
+                  smallest_crop: float = SMALLEST_CROP) -> float:
+    """The coarsest resolution (fraction <= 1 of the image) at which every window and every
+    refinement crop of an image ``(H, W)`` still spans ``input_size`` px on both axes: the finest
+    windows are ``1/2^(scales-1)`` of the image, the smallest crops ``smallest_crop`` of it. An
+    image held at this scale loses nothing a ``input_size`` network input can use."""
+    H, W = _check_image_size(image_size)
+    short = min(H, W)
+    need = max(input_size / (short / 2 ** (scales - 1)), input_size / (smallest_crop * short))
+    return min(1.0, need)

@@ -14,7 +14,7 @@ import torch
 import torchvision
 
 from ._validate import BoxesLike, as_boxes, check_d, default_device
-from .image import ImageLike, load_image
+from .image import ImageLike, ImagePyramid, load_image
 from .masks import box_parts, union_coverage
 
 
@@ -23,6 +23,10 @@ def _as_windows(windows) -> torch.Tensor:
     if w.shape[0] == 0:
         raise ValueError("windows must hold at least one window [K >= 1, 4]")
     return w
+
+
+#: Floats per batched roi_align call when windows are cut from an image pyramid (48 MB).
+PATCH_BUDGET = 12_000_000
 
 
 class NetPredictor:
@@ -56,6 +60,10 @@ class NetPredictor:
 
     def crops(self, image: ImageLike, windows: BoxesLike) -> torch.Tensor:
         """The network inputs: windows resized to ``[K, 3, S, S]`` floats in [0, 1]."""
+        if isinstance(image, ImagePyramid) and not image.is_plain:
+            return self._pyramid_crops(image, _as_windows(windows))
+        if isinstance(image, ImagePyramid):
+            image = image.levels[0]
         x = load_image(image).to(self.device, torch.float32)[None] / 255.0
         return self._crops(x, _as_windows(windows))
 
@@ -66,16 +74,73 @@ class NetPredictor:
         return torchvision.ops.roi_align(x, rois, output_size=(s, s), spatial_scale=1.0,
                                          sampling_ratio=-1, aligned=True)
 
+    def _pyramid_crops(self, pyr: ImagePyramid, w: torch.Tensor) -> torch.Tensor:
+        """Windows of an :class:`~dnnod.image.ImagePyramid` resized to ``[K, 3, S, S]``: each is
+        cut from the coarsest level on which it still spans S px (no window is upsampled that the
+        finest level held at >= S px; the levels are box-filtered), as a patch with a 1 px
+        margin; the patches of a chunk (at most :data:`PATCH_BUDGET` floats) are padded into one
+        tensor and resized in one ``roi_align`` call — the same numbers as ``roi_align`` on the
+        whole level, without ever holding a large level as floats."""
+        s = self.input_size
+        lvl = pyr.level_for(w, s)
+        out = torch.empty(len(w), 3, s, s, device=self.device)
+        boxes, patches = [], []
+        for i in range(len(w)):
+            k = int(lvl[i])
+            sy, sx = pyr.scales[k]
+            lv = pyr.levels[k]
+            h, wd = lv.shape[-2:]
+            x1, y1, x2, y2 = (float(v) for v in w[i])
+            bx = (x1 * sx, y1 * sy, x2 * sx, y2 * sy)
+            px1 = min(max(0, int(bx[0]) - 1), wd - 1)
+            py1 = min(max(0, int(bx[1]) - 1), h - 1)
+            px2 = max(min(wd, int(bx[2]) + 2), px1 + 1)
+            py2 = max(min(h, int(bx[3]) + 2), py1 + 1)
+            patches.append(lv[:, py1:py2, px1:px2])
+            boxes.append((bx[0] - px1, bx[1] - py1, bx[2] - px1, bx[3] - py1))
+        order = list(range(len(w)))
+        i0 = 0
+        while i0 < len(order):
+            # a chunk: as many patches as fit the budget once padded to the largest of them
+            ph = pw = 0
+            i1 = i0
+            while i1 < len(order):
+                h2 = max(ph, patches[i1].shape[-2])
+                w2 = max(pw, patches[i1].shape[-1])
+                if i1 > i0 and (i1 - i0 + 1) * 3 * h2 * w2 > PATCH_BUDGET:
+                    break
+                ph, pw, i1 = h2, w2, i1 + 1
+            x = torch.zeros(i1 - i0, 3, ph + 1, pw + 1, dtype=torch.float32)
+            for j in range(i0, i1):
+                p = patches[j]
+                hh, ww = p.shape[-2:]
+                x[j - i0, :, :hh, :ww] = p
+                # replicate the last row and column once: bilinear taps at a patch's far edge
+                # then see the edge pixel, as roi_align's clamping at an image edge does
+                x[j - i0, :, hh, :ww] = x[j - i0, :, hh - 1, :ww]
+                x[j - i0, :, :hh + 1, ww] = x[j - i0, :, :hh + 1, ww - 1]
+            rois = torch.tensor([(j - i0, *boxes[j]) for j in range(i0, i1)], dtype=torch.float32)
+            out[i0:i1] = torchvision.ops.roi_align(
+                x.to(self.device), rois.to(self.device), output_size=(s, s), spatial_scale=1.0,
+                sampling_ratio=-1, aligned=True) / 255.0
+            i0 = i1
+        return out
+
     @torch.no_grad()
     def __call__(self, image: ImageLike, windows: BoxesLike) -> torch.Tensor:
-        x = load_image(image).to(self.device, torch.float32)[None] / 255.0
         w = _as_windows(windows)
+        pyr = image if isinstance(image, ImagePyramid) and not image.is_plain else None
+        if pyr is None:
+            img = image.levels[0] if isinstance(image, ImagePyramid) else image
+            x = load_image(img).to(self.device, torch.float32)[None] / 255.0
         was_training = self.model.training
         self.model.eval()
         try:
             outs = []
             for i in range(0, len(w), self.batch_size):
-                outs.append(self.model(self._crops(x, w[i:i + self.batch_size])).float().cpu())
+                wb = w[i:i + self.batch_size]
+                crops = self._crops(x, wb) if pyr is None else self._pyramid_crops(pyr, wb)
+                outs.append(self.model(crops).float().cpu())
         finally:
             self.model.train(was_training)
         return torch.cat(outs)

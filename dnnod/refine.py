@@ -24,7 +24,7 @@ import torch
 import torchvision
 
 from ._validate import BoxesLike, as_boxes
-from .image import ImageLike, load_image, image_size as _image_size
+from .image import ImageLike, ImagePyramid, load_image, image_size as _image_size
 from .localize import (DEFAULT_SURROUND, _check_image_size, _score_lattice,
                        box_scores, concat_lattices, make_lattice, nms, NMS_MODES, serial)
 
@@ -103,7 +103,8 @@ def refine_boxes(predictor, image: ImageLike, boxes: BoxesLike, labels,
                  return_all: bool = False):
     """Refine detections (paper Sec. 6): ``(boxes [M, 4], scores [M], labels [M])``.
 
-    predictor: a mask predictor (:mod:`dnnod.predict`); boxes ``[N, 4]`` and 1-based ``labels
+    predictor: a mask predictor (:mod:`dnnod.predict`); image: as :func:`dnnod.image.load_image`
+    takes it, or an :class:`~dnnod.image.ImagePyramid`; boxes ``[N, 4]`` and 1-based ``labels
     [N]`` in image pixels. Each box is enlarged by ``factor``, the predictor runs on all crops at
     once, and in each crop the best candidate by Eq. 3 on that class's masks replaces the box
     (``threshold``: optionally only among candidates with Eq. 2 > threshold; ours, default none,
@@ -115,8 +116,12 @@ def refine_boxes(predictor, image: ImageLike, boxes: BoxesLike, labels,
     detection it refines. With ``return_all`` a 4th item: dict with the ``crops [N, 4]`` and their
     ``crop_masks [N, 5, d, d]`` (of each detection's class) and the refined boxes before NMS.
     """
-    img = load_image(image)
-    H, W = _image_size(img)
+    if isinstance(image, ImagePyramid):      # a large image (dnnod.detect): crops cut from it
+        img = image.levels[0] if image.is_plain else image
+        H, W = image.size
+    else:
+        img = load_image(image)
+        H, W = _image_size(img)
     b = as_boxes(boxes, "boxes", allow_empty_area=False)
     lab = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
     if lab.shape[0] != b.shape[0]:
