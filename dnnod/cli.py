@@ -1,7 +1,7 @@
 """The ``dnnod`` command: ``train``, ``detect``, ``evaluate``.
 
     dnnod train --data shapes --out runs/shapes ...           (see ``dnnod train -h``)
-    dnnod detect IMG... --weights shapes-tiny --out DIR         (boxes drawn + detections.json)
+    dnnod detect IMG|DIR... --weights shapes-tiny --out DIR     (boxes drawn + detections.json)
     dnnod evaluate --data pennfudan --split test --weights pennfudan-tiny   (per-class AP table)
 
 ``--weights`` takes a checkpoint path or the name of shipped weights (``shapes-tiny``,
@@ -69,43 +69,124 @@ def _add_detect_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None)
 
 
-def _draw(image, det, class_names, path: Path, min_score: float) -> None:
-    """Draw boxes with PIL (kept dependency-free; the book uses dnnod.plot)."""
+#: Long side (px) of the drawings ``dnnod detect`` writes: a larger photo is drawn on a reduced copy.
+DRAW_LONG_SIDE = 2048
+#: Files a folder given to ``dnnod detect`` contributes (by extension, case-insensitive).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+                    ".pgm", ".pbm")
+
+
+def _draw(image, det, class_names, path: Path, min_score: float, scale=(1.0, 1.0)) -> None:
+    """Draw boxes with PIL (kept dependency-free; the book uses dnnod.plot). ``image`` may be a
+    reduced copy of the detected one, ``scale = (sy, sx)`` its size relative to it."""
     from PIL import Image, ImageDraw
-    im = Image.fromarray(image.permute(1, 2, 0).cpu().numpy())
+    im = Image.fromarray(image.permute(1, 2, 0).contiguous().cpu().numpy())
     dr = ImageDraw.Draw(im)
     colors = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180)]
+    sy, sx = scale
     for b, s, l in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
         if s < min_score:
             continue
         c = colors[(l - 1) % len(colors)]
+        b = [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]
         dr.rectangle(b, outline=c, width=max(2, round(max(im.size) / 250)))
         name = class_names[l - 1] if class_names and 0 < l <= len(class_names) else str(l)
         dr.text((b[0] + 3, b[1] + 2), f"{name} {s:.2f}", fill=c)
     im.save(path)
 
 
-def cmd_detect(a) -> int:
+def _image_paths(sources: Sequence[str]):
+    """The images of ``dnnod detect``'s arguments: files as given, folders' image files sorted."""
+    for src in sources:
+        p = Path(src)
+        if p.is_dir():
+            yield from sorted(str(q) for q in p.iterdir()
+                              if q.suffix.lower() in IMAGE_EXTENSIONS and q.is_file())
+        else:
+            yield str(src)
+
+
+class _JsonMap:
+    """A JSON object ``{key: value}`` written one entry at a time and valid after each one (the
+    closing brace is rewritten after every entry), so an interrupted run keeps its results."""
+
+    def __init__(self, path: Path) -> None:
+        self.f = open(path, "w")
+        self.f.write("{")
+        self.n, self.end = 0, self.f.tell()
+        self.f.write("\n}\n")
+        self.f.flush()
+
+    def add(self, key: str, value) -> None:
+        self.f.seek(self.end)
+        self.f.write(("," if self.n else "") + "\n" + json.dumps(key) + ": " + json.dumps(value))
+        self.n += 1
+        self.end = self.f.tell()
+        self.f.write("\n}\n")
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def run_detect(a, on_image=None) -> int:
+    """``dnnod detect``: the images of ``a.images`` (files and folders) one at a time — each
+    decoded at the resolution the network needs, detected, drawn, and its entry appended to
+    ``detections.json`` — with a progress bar. An unreadable, truncated or over-limit file is
+    reported on one line and skipped; the exit status is then 1. ``on_image(i)`` is called after
+    the i-th image (tests)."""
+    import os
+    from tqdm.auto import tqdm
     from .detect import detect
-    from .image import load_image
+    from .image import load_pyramid
+    from .multiscale import network_scale
+    if getattr(a, "max_pixels", None):
+        os.environ["DNNOD_MAX_PIXELS"] = str(int(a.max_pixels))
     model = _load(a.weights, a.device)
     kwargs = _detect_kwargs(a, model)
     names = list(getattr(model, "class_names", []) or [])
+    top = int(getattr(model, "input_size", 225))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for src in a.images:
-        img = load_image(src)
-        det = detect(model, img, **kwargs)
-        stem = Path(src).stem
-        _draw(img, det, names, out / f"{stem}_boxes.png", a.min_score)
-        results[str(src)] = [{"box": b, "score": s, "label": l,
-                              "class": names[l - 1] if 0 < l <= len(names) else str(l)}
-                             for b, s, l in zip(det["boxes"].tolist(), det["scores"].tolist(),
-                                                det["labels"].tolist())]
-        print(f"{src}: {len(results[str(src)])} detections -> {out / (stem + '_boxes.png')}")
-    (out / "detections.json").write_text(json.dumps(results, indent=1))
+    paths = list(_image_paths(a.images))
+    if not paths:
+        raise ValueError(f"no images in {list(a.images)} (extensions {', '.join(IMAGE_EXTENSIONS)})")
+    skipped = []
+    js = _JsonMap(out / "detections.json")
+    try:
+        bar = tqdm(paths, unit="img", desc="dnnod detect", disable=None, file=sys.stderr)
+        for i, src in enumerate(bar):
+            try:
+                pyr = load_pyramid(src, lambda hw: network_scale(hw, top, a.scales), top)
+            except (ValueError, FileNotFoundError) as e:
+                skipped.append(str(src))
+                tqdm.write(f"dnnod detect: skipped {src}: {e}", file=sys.stderr)
+                continue
+            det = detect(model, pyr, **kwargs)
+            stem = Path(src).stem
+            if not getattr(a, "no_draw", False):
+                preview, scale = pyr.finest_within(DRAW_LONG_SIDE)
+                _draw(preview, det, names, out / f"{stem}_boxes.png", a.min_score, scale)
+            dets = [{"box": b, "score": s, "label": l,
+                     "class": names[l - 1] if 0 < l <= len(names) else str(l)}
+                    for b, s, l in zip(det["boxes"].tolist(), det["scores"].tolist(),
+                                       det["labels"].tolist())]
+            js.add(src, dets)
+            tqdm.write(f"{src}: {len(dets)} detections -> {out / (stem + '_boxes.png')}")
+            del pyr, det
+            if on_image is not None:
+                on_image(i)
+    finally:
+        js.close()
+    if skipped:
+        print(f"dnnod detect: {len(paths) - len(skipped)} of {len(paths)} images done, "
+              f"{len(skipped)} skipped: {', '.join(skipped)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def cmd_detect(a) -> int:
+    return run_detect(a)
 
 
 def cmd_evaluate(a) -> int:
@@ -141,9 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     train_parser(sub.add_parser("train", help="train a localizer or classifier"))
     d = sub.add_parser("detect", help="detect objects in images, write drawings + JSON")
-    d.add_argument("images", nargs="+")
+    d.add_argument("images", nargs="+", help="image files and/or folders of images")
     d.add_argument("--out", required=True)
     d.add_argument("--min-score", type=float, default=float("-inf"), help="only draw boxes above this score")
+    d.add_argument("--no-draw", action="store_true", help="write detections.json only")
+    d.add_argument("--max-pixels", type=float, default=None,
+                   help="largest image decoded, in pixels (default: PIL's decompression-bomb "
+                        "limit, about 179e6; also DNNOD_MAX_PIXELS)")
     _add_detect_opts(d)
     e = sub.add_parser("evaluate", help="VOC AP of a network on a dataset")
     e.add_argument("--data", choices=("shapes", "voc", "pennfudan"), default="shapes")
