@@ -111,6 +111,12 @@ def image_size(image: torch.Tensor) -> Tuple[int, int]:
 MAX_PIXELS = 2 * 89_478_485
 
 
+#: Images whose short side is at most this many px (all of VOC, COCO, Penn-Fudan) and that need
+#: no reduction are used as they are, one plain level (ours): windows are cut from the whole
+#: image as floats, exactly as for any image before pyramids existed.
+PLAIN_SHORT_SIDE = 1024
+
+
 def max_pixels() -> int:
     """The pixel limit in force: ``DNNOD_MAX_PIXELS`` when set, else :data:`MAX_PIXELS`."""
     env = os.environ.get("DNNOD_MAX_PIXELS")
@@ -227,8 +233,8 @@ def load_pyramid(x: Union[ImageLike, "ImagePyramid"],
     A JPEG file is decoded reduced by PIL's ``draft`` (1/2, 1/4, 1/8 straight from the DCT), other
     files are decoded and then reduced by the largest integer factor that keeps >= ``scale``.
     Further levels halve the previous one down to a short side below ``2 · top``. An image
-    whose short side is below ``4 · top`` at ``scale == 1`` stays one plain level (the tensor of
-    :func:`load_image`). Same errors as :func:`load_image`, plus a one-line error for a file
+    whose short side is at most :data:`PLAIN_SHORT_SIDE` at ``scale == 1`` stays one plain level
+    (the tensor of :func:`load_image`). Same errors as :func:`load_image`, plus a one-line error for a file
     declaring more than :func:`max_pixels` pixels.
     """
     if isinstance(x, ImagePyramid):
@@ -256,7 +262,7 @@ def load_pyramid(x: Union[ImageLike, "ImagePyramid"],
                 img.load()
                 k = _reduce_factor((H, W), scale / (img.size[0] / W))
                 red = img.reduce(k) if k > 1 else img
-                if red is img and min(H, W) < 4 * top and img.size == (W, H):
+                if red is img and min(H, W) <= PLAIN_SHORT_SIDE and img.size == (W, H):
                     return ImagePyramid([_from_pil(img, name)], (H, W))
                 return ImagePyramid.from_pil(red, (H, W), top)
         except (UnidentifiedImageError, OSError, SyntaxError) as e:
@@ -265,7 +271,7 @@ def load_pyramid(x: Union[ImageLike, "ImagePyramid"],
     H, W = image_size(t)
     scale = check(scale_of((H, W)))
     k = _reduce_factor((H, W), scale)
-    if k == 1 and min(H, W) < 4 * top:
+    if k == 1 and min(H, W) <= PLAIN_SHORT_SIDE:
         return ImagePyramid([t], (H, W))
     pil = Image.fromarray(t.permute(1, 2, 0).contiguous().numpy())
     if k > 1:
