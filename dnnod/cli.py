@@ -136,12 +136,23 @@ def run_detect(a, on_image=None) -> int:
     reported on one line and skipped; the exit status is then 1. ``on_image(i)`` is called after
     the i-th image (tests)."""
     import os
+    old_limit = os.environ.get("DNNOD_MAX_PIXELS")
+    if getattr(a, "max_pixels", None):
+        os.environ["DNNOD_MAX_PIXELS"] = str(int(a.max_pixels))
+    try:
+        return _run_detect(a, on_image)
+    finally:
+        if old_limit is None:
+            os.environ.pop("DNNOD_MAX_PIXELS", None)
+        else:
+            os.environ["DNNOD_MAX_PIXELS"] = old_limit
+
+
+def _run_detect(a, on_image=None) -> int:
     from tqdm.auto import tqdm
     from .detect import detect
     from .image import load_pyramid
     from .multiscale import network_scale
-    if getattr(a, "max_pixels", None):
-        os.environ["DNNOD_MAX_PIXELS"] = str(int(a.max_pixels))
     model = _load(a.weights, a.device)
     kwargs = _detect_kwargs(a, model)
     names = list(getattr(model, "class_names", []) or [])

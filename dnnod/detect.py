@@ -94,7 +94,13 @@ def detect(predictor_or_model, image: ImageLike, *, scales: int = 3, refine: boo
     """Detect objects in one image (paper Sec. 5–6).
 
     predictor_or_model: a mask predictor (:mod:`dnnod.predict`) or a ``DetectorNet`` (wrapped
-    in :class:`~dnnod.predict.NetPredictor` on ``device``). image: tensor / PIL / path.
+    in :class:`~dnnod.predict.NetPredictor` on ``device``). image: tensor / PIL / path, or an
+    :class:`~dnnod.image.ImagePyramid`. Large images (ours): a network is given the image only
+    as fine as its windows and refinement crops can use (:func:`dnnod.multiscale.network_scale`;
+    a path to a large JPEG is decoded reduced, :func:`dnnod.image.load_pyramid`), and the box
+    search runs at a working resolution: ``stride`` px on images up to
+    :data:`dnnod.multiscale.WORK_LONG_SIDE` px on the long side, proportionally more on larger
+    ones (:func:`dnnod.multiscale.working_stride`). Boxes are in the original pixels either way.
     aspect_ratios: candidate shapes; default the predictor's ``aspect_ratios`` (set by the
     checkpoint loader), else :data:`dnnod.localize.DEFAULT_ASPECT_RATIOS`.
     classifier: the paper's pruning classifier (Sec. 5.2, filter 2): a trained

@@ -212,6 +212,8 @@ class ImagePyramid:
 
     @classmethod
     def from_pil(cls, img: "Image.Image", size: Tuple[int, int], top: int) -> "ImagePyramid":
+        if img.mode != "RGB":
+            img = img.convert("RGB")
         levels = [_pil_to_tensor(img)]
         cur = img
         while min(cur.size) >= 2 * top:
@@ -261,6 +263,8 @@ def load_pyramid(x: Union[ImageLike, "ImagePyramid"],
                     img.draft("RGB", (math.ceil(W * scale), math.ceil(H * scale)))
                 img.load()
                 k = _reduce_factor((H, W), scale / (img.size[0] / W))
+                if k > 1 and img.mode != "RGB":
+                    img = img.convert("RGB")      # reduce() takes no palette / 16-bit images
                 red = img.reduce(k) if k > 1 else img
                 if red is img and min(H, W) <= PLAIN_SHORT_SIDE and img.size == (W, H):
                     return ImagePyramid([_from_pil(img, name)], (H, W))

@@ -38,8 +38,9 @@ BEYOND_CROP: Optional[float] = 1.0
 MIN_IOU = 0.5
 #: The refinement stride is at most the crop's mean dimension / REFINE_STEPS (ours).
 REFINE_STEPS = 24
-#: Crops scored per vectorised pass (bounds memory; any value gives the same boxes).
-REFINE_BATCH = 16
+#: Crops scored per vectorised pass (bounds memory: all candidates of a pass are held at once,
+#: ~100 MB for 4 large crops; any value gives the same boxes).
+REFINE_BATCH = 4
 
 
 def enlarge(boxes: BoxesLike, factor: float = 1.2,
@@ -169,22 +170,13 @@ def refine_boxes(predictor, image: ImageLike, boxes: BoxesLike, labels,
                                  stride=min(float(stride), mean_dim / REFINE_STEPS),
                                  snap=False, cache=False))
     lat = concat_lattices(lats)
-    # Scored in batches of crops: a grouped lattice pads every shape to its longest one, so one
-    # batch of hundreds of crops of mixed sizes would take GBs (the result is the same).
-    parts, first = [], 0
-    for g0 in range(0, len(b), REFINE_BATCH):
-        g1 = min(len(b), g0 + REFINE_BATCH)
-        i_g, _e2, e3_g = _score_lattice(sel[g0:g1], concat_lattices(lats[g0:g1]),
-                                        surround=surround, threshold=thr, clip=clips[g0:g1])[0]
-        parts.append((i_g + first, e3_g))
-        first += sum(len(l) for l in lats[g0:g1])
-    idx, eq3 = (torch.cat(v) for v in zip(*parts))
-    new_b, new_s = b.clone().double(), torch.full((len(b),), math.nan, dtype=torch.float64)
-    if idx.numel():
-        counts = lat.counts
-        shape = torch.searchsorted(torch.cumsum(counts, 0), idx, right=True)
-        grp = lat.group[shape]
-        if min_iou > 0:
+    counts_end = torch.cumsum(lat.counts, 0)
+
+    def pick(idx: torch.Tensor, eq3: torch.Tensor):
+        """The best candidate of each crop among (flat lattice index, Eq. 3) pairs: max Eq. 3,
+        first index on ties, after the ``min_iou`` filter. Returns (crop, index, Eq. 3)."""
+        grp = lat.group[torch.searchsorted(counts_end, idx, right=True)]
+        if min_iou > 0 and idx.numel():
             # Ours: refinement corrects a box locally; it may not jump to a neighbouring object
             # that also shows in the crop (two stage-1 boxes on adjacent people would otherwise
             # both refine to the more salient one, and NMS would drop the other person).
@@ -196,17 +188,31 @@ def refine_boxes(predictor, image: ImageLike, boxes: BoxesLike, labels,
             area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])
             ok = inter >= min_iou * (area(cb) + area(ref) - inter)
             idx, eq3, grp = idx[ok], eq3[ok], grp[ok]
-    if idx.numel():
-        # best candidate per crop: max Eq. 3, first index on ties
+        if not idx.numel():
+            return grp, idx, eq3
         best = torch.full((len(b),), -math.inf, dtype=eq3.dtype).scatter_reduce(
             0, grp, eq3, "amax")
         pos = torch.arange(len(idx))
         is_best = eq3 == best[grp]
         first = torch.full((len(b),), len(idx), dtype=torch.long).scatter_reduce(
             0, grp[is_best], pos[is_best], "amin")
-        found = first < len(idx)
-        new_b[found] = lat.boxes(idx[first[found]])
-        new_s[found] = eq3[first[found]].double()
+        found = torch.nonzero(first < len(idx)).squeeze(1)
+        return found, idx[first[found]], eq3[first[found]]
+
+    # Scored in batches of crops: a grouped lattice pads every shape to its longest one, so one
+    # batch of hundreds of crops of mixed sizes would take GBs; each batch is reduced to its
+    # crops' best candidates at once (the result is the same for any batch size).
+    new_b, new_s = b.clone().double(), torch.full((len(b),), math.nan, dtype=torch.float64)
+    offset = 0
+    for g0 in range(0, len(b), REFINE_BATCH):
+        g1 = min(len(b), g0 + REFINE_BATCH)
+        i_g, _e2, e3_g = _score_lattice(sel[g0:g1], concat_lattices(lats[g0:g1]),
+                                        surround=surround, threshold=thr, clip=clips[g0:g1])[0]
+        crop, idx, eq3 = pick(i_g + offset, e3_g)
+        if idx.numel():
+            new_b[crop] = lat.boxes(idx)
+            new_s[crop] = eq3.double()
+        offset += sum(len(l) for l in lats[g0:g1])
     missing = torch.isnan(new_s)
     if missing.any():        # nothing passed the threshold: keep the box, rescored
         for i in torch.nonzero(missing).squeeze(1).tolist():
