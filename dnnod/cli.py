@@ -70,7 +70,7 @@ def _add_detect_opts(p: argparse.ArgumentParser) -> None:
 
 
 def _draw(image, det, class_names, path: Path, min_score: float) -> None:
-    """Draw boxes with PIL (kept dependency-free; the book uses dnnod.plot)."""
+    """Draw boxes with PIL (kept dependency-free; the book uses dnnod.viz.plot)."""
     from PIL import Image, ImageDraw
     im = Image.fromarray(image.permute(1, 2, 0).cpu().numpy())
     dr = ImageDraw.Draw(im)
@@ -111,7 +111,8 @@ def cmd_detect(a) -> int:
 def cmd_evaluate(a) -> int:
     import torch
     from .data import make_dataset
-    from .evaluate import evaluate_model, format_ap_table
+    from .assess import evaluate_model
+    from .evaluate import format_ap_table
     model = _load(a.weights, a.device)
     kw = {}
     if a.data == "shapes":

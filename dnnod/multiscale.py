@@ -27,8 +27,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ._validate import as_boxes
-from .localize import _check_image_size, serial
+from ._validate import _check_image_size, as_boxes, serial
 
 
 def windows_per_axis(scale: int, overlap: float = 0.2) -> int:

@@ -23,10 +23,10 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torchvision
 
-from ._validate import BoxesLike, as_boxes
+from ._validate import BoxesLike, _check_image_size, as_boxes, serial
 from .image import ImageLike, load_image, image_size as _image_size
-from .localize import (DEFAULT_SURROUND, _check_image_size, _score_lattice,
-                       box_scores, concat_lattices, make_lattice, nms, NMS_MODES, serial)
+from .localize import (DEFAULT_SURROUND, NMS_MODES, box_scores, concat_lattices, make_lattice, nms)
+from .localize.lattice import _score_lattice
 
 
 #: Mean box sizes scanned in a refinement crop, as fractions of its mean dimension (ours).

@@ -37,7 +37,7 @@ from .data import make_dataset
 from .classifier import BoxClassifier, make_box_classifier  # noqa: F401 (re-exported)
 from .loss import DEFAULT_LAMBDA, mask_loss
 from .net import HEAD_NORMS, HEADS, DetectorNet
-from .sampler import SCALE_DISTS, ClassifierSampler, ImageBank, LocalizerSampler
+from .data.sampler import SCALE_DISTS, ClassifierSampler, ImageBank, LocalizerSampler
 
 __all__ = ["build_parser", "train", "main", "BoxClassifier", "make_box_classifier"]
 
@@ -419,7 +419,7 @@ def _validate(model, args, val_batches, val_ds, device, step) -> Dict[str, Any]:
         row["val_acc"] = float(np.mean(accs))
     if args.task == "localizer" and args.val_images and val_ds is not None:
         try:
-            from .evaluate import evaluate_model
+            from .assess import evaluate_model
             n = min(args.val_images, len(val_ds))
             sub = torch.utils.data.Subset(val_ds, list(range(n)))
             res = evaluate_model(model, sub, device=device, progress=False)

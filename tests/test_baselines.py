@@ -1,4 +1,4 @@
-"""dnnod.baselines (book chapter 10): the Faster R-CNN and mask-head commands on tiny budgets,
+"""dnnod.studies.baselines (book chapter 10): the Faster R-CNN and mask-head commands on tiny budgets,
 and the helpers the chapter draws with. References are written here (hand-worked boxes, brute
 force IoU), never the module's own output."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dnnod import baselines
+from dnnod.studies import baselines
 from dnnod.data import data_root
 
 
@@ -138,7 +138,7 @@ def test_fasterrcnn_command_tiny_budget(tmp_path):
     assert [c["budget_cpu_s"] for c in r["curve"]] == [1.0, budget]
     assert r["curve"][0]["steps"] <= r["curve"][1]["steps"]
     assert out.with_suffix(".partial.json").is_file()         # the milestone left a result
-    assert r["command"].startswith("python -m dnnod.baselines fasterrcnn")
+    assert r["command"].startswith("python -m dnnod.studies.baselines fasterrcnn")
 
 
 def test_heads_command_tiny(tmp_path):

@@ -405,7 +405,7 @@ def test_default_aspect_ratios_documented_range():
 def test_grouped_lattice_equals_separate_regions():
     """concat_lattices scores G crops with their own masks in one pass: same numbers as
     scoring each crop alone (which test_fast_path_* ties to the brute force)."""
-    from dnnod.localize import _score_lattice, concat_lattices
+    from dnnod.localize.lattice import _score_lattice, concat_lattices
     g = torch.Generator().manual_seed(6)
     regions = [(3.0, 2.0, 40.0, 30.0), (10.0, 0.0, 25.0, 45.0), (0.0, 0.0, 9.0, 7.0)]
     masks = torch.rand(3, 5, 6, 6, generator=g, dtype=torch.float64)
@@ -434,7 +434,7 @@ def test_snapped_path_equals_matmul_path_and_brute_force(surround):
     grid, what score_candidates / extract_boxes use) and the separable matmuls (any geometry) —
     give the same Eq. 2 / Eq. 3 as each other and as the brute force, densely and with a
     threshold, for several mask sets and an odd-sized region (non-integer steps)."""
-    from dnnod.localize import _score_lattice
+    from dnnod.localize.lattice import _score_lattice
     g = torch.Generator().manual_seed(11)
     masks = torch.rand(3, 5, 6, 8, generator=g, dtype=torch.float64)
     region = (2.0, 1.0, 59.0, 44.0)
@@ -461,7 +461,7 @@ def test_snapped_path_equals_matmul_path_and_brute_force(surround):
 
 
 def test_snapped_path_needs_grid_aligned_surround():
-    from dnnod.localize import _score_lattice, _snap_margins
+    from dnnod.localize.lattice import _score_lattice, _snap_margins
     lat = make_lattice((0.0, 0.0, 40.0, 30.0), [1.0], sizes=(0.3, 0.5), stride=5, cache=False)
     masks = torch.rand(1, 5, 4, 4, dtype=torch.float64)
     assert _snap_margins(lat, 1.5) is not None

@@ -1,4 +1,4 @@
-"""dnnod.plot and dnnod.widgets, checked without a browser, plus the book's own bookkeeping
+"""dnnod.viz.plot and dnnod.viz.widgets, checked without a browser, plus the book's own bookkeeping
 (chapter notebooks in sync with their sources, vendored widget JavaScript wired into the config).
 
 References are worked by hand in the tests (pixel positions, areas, IoU), never the code's output.
@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from dnnod import plot, widgets  # noqa: E402
+from dnnod.viz import plot, widgets  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,12 +19,12 @@ data-bound. Each batch is a pure function of a ``torch.Generator``, which makes 
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torchvision.ops import box_iou, roi_align
 
-from .masks import MASK_TYPES, mask_targets_batch
+from ..masks import MASK_TYPES, mask_targets_batch
 
 __all__ = ["ImageBank", "LocalizerSampler", "ClassifierSampler", "flip_targets"]
 

@@ -6,7 +6,7 @@ wall time: on a shared machine wall time depends on what else runs, CPU time doe
 is 15 minutes on 2 fully used cores. No downloaded weights: ``weights=None, weights_backbone=None``
 (the backbone then trains its BatchNorm layers too).
 
-    python -m dnnod.baselines fasterrcnn --budget-cpu-s 1800 --seed 0 --out book/data/ch10_fasterrcnn_s0.json
+    python -m dnnod.studies.baselines fasterrcnn --budget-cpu-s 1800 --seed 0 --out book/data/ch10_fasterrcnn_s0.json
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ._validate import as_boxes
-from .data import PennFudanDataset
-from .evaluate import evaluate_detections
+from .._validate import as_boxes
+from ..data import PennFudanDataset
+from ..evaluate import evaluate_detections
 
 
 def fasterrcnn_from_scratch(num_classes: int = 1, min_size: int = 320, max_size: int = 512):
@@ -180,9 +180,9 @@ def compare_heads(steps: int = 100, batch_size: int = 32, seed: int = 0, test_im
     the project's trainer (same steps, batch, seed, optimiser), then evaluate each with
     ``dnnod.evaluate.evaluate_model`` (default ``detect`` settings) on the first ``test_images``
     shapes test images."""
-    from .data import ShapesDataset
-    from .evaluate import evaluate_model
-    from .train import train
+    from ..data import ShapesDataset
+    from ..assess import evaluate_model
+    from ..train import train
     if steps < 1 or batch_size < 1 or test_images < 1:
         raise ValueError(f"steps, batch_size and test_images must be >= 1; got {steps}, {batch_size}, "
                          f"{test_images}")
@@ -227,7 +227,7 @@ def _step_losses(run: Path) -> List[float]:
 
 def _load_detectornet(name: str, weights: Optional[str]) -> torch.nn.Module:
     """The checkpoint file ``weights`` if given, else the shipped ``load_pretrained(name)``."""
-    from .checkpoint import load_checkpoint, load_pretrained
+    from ..checkpoint import load_checkpoint, load_pretrained
     return load_checkpoint(weights, device="cpu") if weights else load_pretrained(name, device="cpu")
 
 
@@ -236,7 +236,7 @@ def detectornet_on_pennfudan(name: str = "pennfudan-tiny", root: Optional[str] =
     """The shipped DetectorNet (``load_pretrained(name)``, or the checkpoint file ``weights``) on the
     Penn-Fudan test split with the default ``detect`` settings: VOC07 AP, s/image and the
     detections (for the book's figures), and the training command and steps from the checkpoint."""
-    from .evaluate import evaluate_model
+    from ..assess import evaluate_model
     model = _load_detectornet(name, weights)
     meta = getattr(model, "meta", {}) or {}
     test = PennFudanDataset(root, split="test")
@@ -265,7 +265,7 @@ def detectornet_train_cost(name: str = "pennfudan-tiny", short: int = 5, long: i
     other). ``weights``: a checkpoint file instead of the shipped ``name``. Sampling runs in the
     measuring process (``--workers 0``) on the CPU, so all of a step's work is counted."""
     import shlex
-    from .train import train
+    from ..train import train
     if not 0 < short < long:
         raise ValueError(f"need 0 < short < long; got {short}, {long}")
     meta = _load_detectornet(name, weights).meta
@@ -311,7 +311,7 @@ def detectornet_train_cost(name: str = "pennfudan-tiny", short: int = 5, long: i
 
 
 # --------------------------------------------------------------------------------------------
-# book helpers: stored detections -> figures and a widget (drawing via dnnod.plot)
+# book helpers: stored detections -> figures and a widget (drawing via dnnod.viz.plot)
 # --------------------------------------------------------------------------------------------
 def detections_from_json(dets: Sequence[Mapping[str, Any]]) -> List[Dict[str, torch.Tensor]]:
     """The ``detections`` list of a ``book/data/ch10_*.json`` file as tensors (xyxy boxes)."""
@@ -339,7 +339,7 @@ def found_objects(det: Mapping[str, torch.Tensor], gt_boxes, threshold: float = 
 
 
 def _draw_panel(ax, image, det, gt_boxes, threshold: float, title: str) -> None:
-    from . import plot
+    from ..viz import plot
     plot.show_image(ax, image, title)
     plot.draw_boxes(ax, gt_boxes, color=plot.GT_COLOR, linestyle="--", linewidth=1.5, text=False)
     keep = det["scores"] >= threshold
@@ -371,8 +371,8 @@ def compare_widget(images: Sequence[Any], gts: Sequence[Mapping[str, Any]],
     """Pick a test image and a score threshold; see every detector's boxes side by side."""
     import ipywidgets as W
     import matplotlib.pyplot as plt
-    from . import plot
-    from .widgets import Panel
+    from ..viz import plot
+    from ..viz.widgets import Panel
     names = list(results)
     if not names or any(len(results[n]) != len(images) for n in names) or len(gts) != len(images):
         raise ValueError("compare_widget needs one detection dict per image for every detector")
@@ -397,7 +397,7 @@ def compare_widget(images: Sequence[Any], gts: Sequence[Mapping[str, Any]],
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m dnnod.baselines", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m dnnod.studies.baselines", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fasterrcnn", help="train and evaluate Faster R-CNN from scratch on Penn-Fudan")
@@ -438,7 +438,7 @@ def main(argv=None) -> None:
     d.add_argument("--threads", type=int, default=None)
     d.add_argument("--out", required=True)
     a = p.parse_args(argv)
-    command = "python -m dnnod.baselines " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m dnnod.studies.baselines " + " ".join(argv if argv is not None else sys.argv[1:])
     if a.cmd != "fasterrcnn":
         if a.threads:
             torch.set_num_threads(a.threads)

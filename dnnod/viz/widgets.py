@@ -2,9 +2,9 @@
 Jupyter, in Colab and — showing their initial state — in the static HTML, with no extra package).
 
 Every builder returns a :class:`Panel` (an ``ipywidgets.VBox``) whose ``controls`` dict, ``image``
-(an ``ipywidgets.Image`` holding a PNG drawn by :mod:`dnnod.plot`) and ``info`` (an
+(an ``ipywidgets.Image`` holding a PNG drawn by :mod:`dnnod.viz.plot`) and ``info`` (an
 ``ipywidgets.HTML``) are attributes, so a test can set a control and check that the picture and
-the numbers changed — no browser needed. Drawing happens in :mod:`dnnod.plot`; the numbers come
+the numbers changed — no browser needed. Drawing happens in :mod:`dnnod.viz.plot`; the numbers come
 from the package (``dnnod.masks``, ``dnnod.loss``) and ``torchvision.ops``, never recomputed here.
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ import torch
 from torchvision.ops import box_iou
 
 from . import plot
-from ._validate import as_boxes, check_d
-from .masks import MASK_TYPES, mask_targets
+from .._validate import as_boxes, check_d
+from ..masks import MASK_TYPES, mask_targets
 
 _SLIDER_LAYOUT = dict(width="300px")
 _SLIDER_STYLE = {"description_width": "70px"}

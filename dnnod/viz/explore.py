@@ -2,8 +2,8 @@
 
 Everything here draws what the package computed — the intermediates of
 :func:`dnnod.detect.detect` (``return_intermediates=True``), :func:`dnnod.refine.refine_boxes`,
-:func:`dnnod.localize.extract_boxes` and the JSON written by :mod:`dnnod.experiments` — with the
-look of :mod:`dnnod.plot`. Widgets are :class:`dnnod.widgets.Panel` s (core ipywidgets 8 only):
+:func:`dnnod.localize.extract_boxes` and the JSON written by :mod:`dnnod.studies.experiments` — with the
+look of :mod:`dnnod.viz.plot`. Widgets are :class:`dnnod.viz.widgets.Panel` s (core ipywidgets 8 only):
 builder functions a test can drive by setting a control's value.
 """
 from __future__ import annotations
@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from . import plot
-from .evaluate import voc_ap
-from .localize import extract_boxes
-from .masks import MASK_TYPES
-from .refine import refine_boxes
+from ..evaluate import voc_ap
+from ..localize import extract_boxes
+from ..masks import MASK_TYPES
+from ..refine import refine_boxes
 from .widgets import Panel, _SLIDER_STYLE
 
 __all__ = ["load_book_data", "crop", "scale_boxes", "windows_figure", "window_gallery", "merged_figure",
@@ -32,13 +32,13 @@ BOOK_DATA_URL = "https://raw.githubusercontent.com/dnnod/dnnod/main/book/data/"
 
 
 def load_book_data(name: str, folder=None) -> Dict[str, Any]:
-    """A JSON file of ``book/data`` (written by :mod:`dnnod.experiments`): from ``folder``, else
+    """A JSON file of ``book/data`` (written by :mod:`dnnod.studies.experiments`): from ``folder``, else
     ``data/`` next to the chapter or ``book/data`` of the checkout; where neither exists (Colab),
     downloaded from the repository (:data:`BOOK_DATA_URL`)."""
     import json
     from pathlib import Path
     cands = [Path(folder)] if folder is not None else [Path("data"), Path("book/data"),
-                                                        Path(__file__).resolve().parents[1] / "book" / "data"]
+                                                        Path(__file__).resolve().parents[2] / "book" / "data"]
     for c in cands:
         if (c / name).is_file():
             return json.loads((c / name).read_text())
@@ -50,7 +50,7 @@ def load_book_data(name: str, folder=None) -> Dict[str, Any]:
             return json.loads(r.read().decode())
     except OSError as e:
         raise FileNotFoundError(f"{name}: not in {[str(c) for c in cands]} and not downloadable "
-                                f"from {BOOK_DATA_URL} ({e}); run python -m dnnod.experiments") from e
+                                f"from {BOOK_DATA_URL} ({e}); run python -m dnnod.studies.experiments") from e
 
 
 def _scale_name(s: int) -> str:
@@ -279,7 +279,7 @@ def refine_steps(predictor, image, result, **kw) -> Dict[str, torch.Tensor]:
         raise ValueError("this result has no stage-1 detections to refine")
     ar = result.get("aspect_ratios")
     ar = None if ar is None else [float(v) for v in ar]
-    from .detect import as_predictor
+    from ..detect import as_predictor
     _, _, _, extra = refine_boxes(as_predictor(predictor), image, b, lab, ar, apply_nms=False, return_all=True, **kw)
     return {"boxes_before": b.float(), "scores_before": s.float(), "labels": lab,
             "scales": stage1_scales(result),
@@ -414,11 +414,11 @@ ERROR_KINDS = ("missed", "mislocalised", "duplicate", "background", "confusion")
 
 def error_gallery(dataset, errors: Mapping[str, Any], class_names=None,
                   kinds: Sequence[str] = ERROR_KINDS, per_kind: int = 3, context: float = 0.6):
-    """The worst errors of each kind (from :func:`dnnod.experiments.worst_errors`): a crop around
+    """The worst errors of each kind (from :func:`dnnod.studies.experiments.worst_errors`): a crop around
     the error (the box enlarged by ``1 + context``) with the ground truth (green) and the error
     box (red); for ``missed`` the box is the ground truth nobody found."""
     import matplotlib.pyplot as plt
-    from .refine import enlarge
+    from ..refine import enlarge
     kinds = [k for k in kinds if errors.get(k)]
     if not kinds:
         raise ValueError("no errors to show")

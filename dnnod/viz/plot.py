@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ._validate import as_boxes, as_rect
-from .masks import MASK_TYPES
+from .._validate import as_boxes, as_rect
+from ..masks import MASK_TYPES
 
 # One palette (matplotlib's tab10, colour-blind friendly enough) indexed by 1-based class label.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
