@@ -486,3 +486,18 @@ def test_unsnapped_lattice_hand_count():
     w = b[:, 2] - b[:, 0]
     wide = b[(w - 16).abs() < 1e-9]
     assert len(wide) == 12 and wide[:, 0].min() == 2 and wide[:, 2].max() == 28
+
+
+def test_steady_state_returns_the_memoised_boxes():
+    """score_candidates on a region seen before returns the lattice's boxes without rebuilding
+    them (the same tensor), equal to the candidate boxes; candidate_boxes hands out a copy, so a
+    caller that changes it cannot corrupt later calls."""
+    m = torch.rand(5, 24, 24, generator=torch.Generator().manual_seed(3))
+    region = (0.0, 0.0, 230.0, 170.0)
+    b1, e2a, _ = score_candidates(m, region)
+    b2, e2b, _ = score_candidates(m, region)
+    assert b1 is b2 and torch.equal(e2a, e2b)
+    ref = candidate_boxes((170, 230))
+    assert torch.equal(ref, b1) and ref.data_ptr() != b1.data_ptr()
+    ref += 1.0
+    assert torch.equal(score_candidates(m, region)[0], candidate_boxes((170, 230)))

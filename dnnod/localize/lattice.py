@@ -138,6 +138,9 @@ class Lattice:
     NY: int = 0
     #: Lattice-only precomputations of the fast path (see :func:`_snapped_geometry`).
     _cache: Dict[tuple, object] = field(default_factory=dict, repr=False, compare=False)
+    #: All candidate boxes, built on first use and kept (a memoised lattice serves every image
+    #: of its size: building 200 k boxes costs more than scoring them).
+    _all: Optional[torch.Tensor] = field(default=None, repr=False, compare=False)
 
     @property
     def num_shapes(self) -> int:
@@ -151,9 +154,14 @@ class Lattice:
         return int(self.counts.sum())
 
     def boxes(self, index: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Candidate boxes ``[K, 4]`` float64 (all, or the given flat candidate indices)."""
+        """Candidate boxes ``[K, 4]`` float64 (all, or the given flat candidate indices).
+
+        All boxes are built once per lattice and the same tensor is returned on every later
+        call: treat it as read-only (``.clone()`` it before changing it)."""
         if index is None:
-            return self._all_boxes()
+            if self._all is None:
+                self._all = self._all_boxes()
+            return self._all
         counts = self.counts
         start = torch.cumsum(counts, 0) - counts
         index = index.long()
@@ -299,7 +307,7 @@ def candidate_boxes(image_size: Tuple[float, float], aspect_ratios: Optional[Seq
     Returns ``[K, 4]`` float64 xyxy, in the order :func:`score_candidates` scores them.
     """
     H, W = _check_image_size(image_size)
-    return make_lattice((0.0, 0.0, W, H), aspect_ratios, sizes=sizes, stride=stride).boxes()
+    return make_lattice((0.0, 0.0, W, H), aspect_ratios, sizes=sizes, stride=stride).boxes().clone()
 
 
 # ----------------------------------------------------------------------------- fast path
@@ -675,6 +683,10 @@ def score_candidates(masks: torch.Tensor, region: RectLike,
     masks: ``[..., 5, dy, dx]``. Returns ``(boxes [K, 4], eq2 [..., K], eq3 [..., K])`` — the same
     numbers as :func:`mask_score` / :func:`box_scores` on :func:`candidate_boxes`, computed as
     batched matrix products over the stride lattice (module docstring).
+
+    Steady state: for a region seen before (every image of one size) the lattice, its geometry
+    and its boxes are memoised, so a call is the scoring alone. ``boxes`` is then the lattice's
+    own tensor, shared by every such call: read-only (clone it before changing it).
     """
     masks = _as_masks5(masks)
     lat = make_lattice(region, aspect_ratios, sizes=sizes, stride=stride)
