@@ -165,8 +165,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.cmd == "train":
-            from .train import _run
-            s = _run(args)
+            from .train import TrainConfig, train
+            s = train(TrainConfig.from_namespace(args))
             print(json.dumps({k: v for k, v in s.items() if k not in ("model", "epochs")}))
             return 0
         if args.cmd == "detect":

@@ -181,23 +181,20 @@ def compare_heads(steps: int = 100, batch_size: int = 32, seed: int = 0, test_im
     shapes test images."""
     from ..data import ShapesDataset
     from ..assess import evaluate_model
-    from ..train import train
+    from ..train import TrainConfig, train
     if steps < 1 or batch_size < 1 or test_images < 1:
         raise ValueError(f"steps, batch_size and test_images must be >= 1; got {steps}, {batch_size}, "
                          f"{test_images}")
     test = ShapesDataset(split="test", num_images=test_images)
     rows = []
     for head in heads:
-        argv = ["--data", "shapes", "--arch", "tiny", "--head", head, "--epochs", "1",
-                "--steps-per-epoch", str(steps), "--batch-size", str(batch_size), "--optimizer", "adam",
-                "--lr", "1e-3", "--lr-schedule", "cosine", "--seed", str(seed), "--val-images", "0",
-                "--no-progress", "--out", str(Path(out_dir) / head)]
-        if threads:
-            argv += ["--threads", str(threads)]
-        if num_images:                           # quick checks only (default: the 1000 training images)
-            argv += ["--num-images", str(num_images)]
+        cfg = TrainConfig(out=str(Path(out_dir) / head), data="shapes", arch="tiny", head=head,
+                          epochs=1, steps_per_epoch=steps, batch_size=batch_size, optimizer="adam",
+                          lr=1e-3, lr_schedule="cosine", seed=seed, val_images=0, no_progress=True,
+                          threads=threads or None,
+                          num_images=num_images or None)  # quick checks only (default: 1000 images)
         c0 = _cpu_s()
-        summary = train(argv)
+        summary = train(cfg)
         train_cpu = _cpu_s() - c0
         model = summary["model"].cpu().eval()
         torch.manual_seed(seed)
@@ -264,7 +261,7 @@ def detectornet_train_cost(name: str = "pennfudan-tiny", short: int = 5, long: i
     other). ``weights``: a checkpoint file instead of the shipped ``name``. Sampling runs in the
     measuring process (``--workers 0``) on the CPU, so all of a step's work is counted."""
     import shlex
-    from ..train import train
+    from ..train import TrainConfig, train
     if not 0 < short < long:
         raise ValueError(f"need 0 < short < long; got {short}, {long}")
     meta = _load_detectornet(name, weights).meta
@@ -293,11 +290,12 @@ def detectornet_train_cost(name: str = "pennfudan-tiny", short: int = 5, long: i
     # One untimed step first: the first run in a process also pays one-time costs (oneDNN builds
     # its convolution kernels for the layout and shapes on first use), which would otherwise land
     # in the short run only and can make the difference of the two runs negative.
-    train(keep + ["--out", str(Path(out_dir) / "warmup"), "--stop-after", "1", "--no-progress"])
+    base = TrainConfig.from_argv(keep + ["--out", str(Path(out_dir) / "warmup")])
+    train(base, stop_after=1, no_progress=True)
     cpu = {}
     for k in (short, long):
         c0 = time.process_time()
-        train(keep + ["--out", str(Path(out_dir) / f"steps{k}"), "--stop-after", str(k), "--no-progress"])
+        train(base, out=str(Path(out_dir) / f"steps{k}"), stop_after=k, no_progress=True)
         cpu[k] = time.process_time() - c0
     per_step = (cpu[long] - cpu[short]) / (long - short)
     return {"model": weights or name, "train_command": meta["command"], "steps": int(meta["step"]),
