@@ -170,3 +170,32 @@ def test_cheap_import_test_can_fail(mod):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          check=True).stdout.strip()
     assert out == "True"
+
+
+def test_readme_layout_matches_the_tree():
+    """README's "Layout" block names every module and subpackage of dnnod/, and nothing else."""
+    import re
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    named, folder = set(), None
+    for line in block.splitlines():
+        indent = len(line) - len(line.lstrip())
+        names = re.findall(r"(?<![\w/.-])([A-Za-z_][\w]*(?:\.py|/))(?=\s|$)", line.split("  ", 1)[0] if indent == 0 else line)
+        if indent == 2:
+            folder = None
+        for n in names:
+            if indent == 0:
+                continue                      # top-level folders (dnnod/, book/, ...)
+            if indent == 4 and folder:
+                named.add(folder + n)
+            else:
+                named.add(n)
+                if n.endswith("/"):
+                    folder = n
+    actual = {p.name for p in PKG.glob("*.py") if p.name != "__init__.py"}
+    actual |= {p.name + "/" for p in PKG.iterdir() if p.is_dir() and not p.name.startswith("__")}
+    actual |= {p.parent.name + "/" + p.name for p in PKG.glob("localize/*.py")
+               if p.name != "__init__.py"}
+    assert len(named) > 15
+    assert named == actual, (f"README names {sorted(named - actual)} that do not exist and "
+                             f"misses {sorted(actual - named)}")
