@@ -397,6 +397,7 @@ _FINE = 4
 _BLOCK_POSITIONS = 1 << 16
 
 
+@serial
 def _score_lattice(masks: torch.Tensor, lat: Lattice, *, surround: float,
                    threshold: Optional[float] = None, clip: Optional[torch.Tensor] = None,
                    method: str = "auto"):
