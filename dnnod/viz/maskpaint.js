@@ -368,8 +368,8 @@ function render({ model, el }) {
   function update() {
     const t0 = performance.now();
     result = extractBoxes(masks, dy, dx, region, null, opts(), candidates);
-    drawAll();
     el.dataset.computeMs = (performance.now() - t0).toFixed(2);
+    drawAll();
     el.dataset.boxes = JSON.stringify(result.boxes);
   }
   function nested() {

@@ -1,0 +1,103 @@
+"""The mask painter in a real browser: a page holding the widget's state and the book's vendored
+widget JavaScript, opened from disk (file://, no server, no network) in Debian's headless
+Chromium through Playwright; the mouse paints, erases and undoes, and the boxes must follow:
+
+- a blob painted into an empty part of the full mask gives a new box there;
+- erasing an object from all five masks removes its box; undo brings it back;
+- no JavaScript error on the way.
+
+Skipped, with a message, where chromium or Playwright's Python package is missing
+(``apt-get install -y chromium``; ``pip install playwright==1.65.3``; no browser download).
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from maskpaint_page import CHROMIUM, launch, write_page
+
+playwright_api = pytest.importorskip(
+    "playwright.sync_api", reason="Playwright's Python package is not installed "
+    "(pip install playwright==1.65.3; it drives Debian's chromium, no browser download)")
+if CHROMIUM is None:
+    pytest.skip("chromium not installed (apt-get install -y chromium): the mask painter's browser "
+                "test is skipped", allow_module_level=True)
+
+OBJECT = [16.0, 24.0, 88.0, 104.0]          # the one object of the test masks (px, 8 px per cell)
+CELL = 12                                   # px per cell on the page (the painter's cell_px)
+
+
+def _iou(a, b) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    from dnnod.masks import mask_targets
+    from dnnod.viz.maskpaint import MaskPainter
+
+    g = torch.Generator().manual_seed(0)
+    image = (torch.rand(3, 192, 192, generator=g) * 255).to(torch.uint8)
+    gt = mask_targets(torch.tensor([OBJECT]), (0, 0, 192, 192), d=24)
+    widget = MaskPainter(image, {"ground truth": gt}, (0, 0, 192, 192), top_k=10, brush=6,
+                         cell_px=CELL)
+    path = write_page(widget, tmp_path_factory.mktemp("maskpaint"))
+    errors = []
+    with playwright_api.sync_playwright() as pw:
+        browser = launch(pw)
+        pg = browser.new_page()
+        pg.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+        pg.on("console", lambda m: errors.append(f"console {m.type}: {m.text}")
+              if m.type == "error" else None)
+        pg.on("requestfailed", lambda r: errors.append(f"failed request: {r.url}"))
+        pg.goto(path.as_uri())
+        pg.wait_for_selector("canvas[data-mask=full]", timeout=30000)
+        pg.errors = errors
+        yield pg
+        browser.close()
+
+
+def boxes(pg):
+    return json.loads(pg.get_attribute("[data-boxes]", "data-boxes"))
+
+
+def stroke(pg, mask: str, cells):
+    """Press at the first (row, col) cell of ``mask``, move through the others, release."""
+    bb = pg.locator(f"canvas[data-mask={mask}]").bounding_box()
+    pts = [(bb["x"] + (c + 0.5) * CELL, bb["y"] + (r + 0.5) * CELL) for r, c in cells]
+    pg.mouse.move(*pts[0])
+    pg.mouse.down()
+    for p in pts[1:]:
+        pg.mouse.move(*p, steps=2)
+    pg.mouse.up()
+
+
+def test_paint_erase_undo(page):
+    start = boxes(page)
+    assert any(_iou(b, OBJECT) > 0.7 for b in start), f"no box on the object at the start: {start}"
+    # 1. a blob (6 x 6-cell brush) in the empty lower right of the full mask -> a box there
+    stroke(page, "full", [(18, 18), (19, 19)])
+    after = boxes(page)
+    blob = [16 * 8.0, 16 * 8.0, 23 * 8.0, 23 * 8.0]     # the cells the two dabs cover, in px
+    new = [b for b in after if (b[0] + b[2]) / 2 > blob[0] and (b[1] + b[3]) / 2 > blob[1]
+           and _iou(b, OBJECT) == 0.0]
+    assert new, f"no new box on the painted blob: before {start}, after {after}"
+    # 2. erase the object from all five masks (a 12 x 12-cell eraser over its cells)
+    page.click("button[data-mode=erase]")
+    page.select_option("select[data-control=target]", "all")
+    page.eval_on_selector("input[data-control=brush]",
+                          "e => { e.value = 12; e.dispatchEvent(new Event('input')); }")
+    before_erase = boxes(page)
+    stroke(page, "top", [(8, 6)])
+    erased = boxes(page)
+    assert not any(_iou(b, OBJECT) > 0.3 for b in erased), f"the object's box survived: {erased}"
+    assert any(_iou(b, n) > 0.9 for b in erased for n in new), "erasing the object lost the blob"
+    # 3. undo restores it
+    page.click("button[data-action=undo]")
+    assert boxes(page) == before_erase
+    assert not page.errors, "JavaScript errors:\n" + "\n".join(page.errors)
