@@ -421,14 +421,26 @@ function render({ model, el }) {
     const cw = cell * dx / (region[2] - region[0]), ch = cell * dy / (region[3] - region[1]);
     return [(b[0] - region[0]) * cw, (b[1] - region[1]) * ch, (b[2] - b[0]) * cw, (b[3] - b[1]) * ch];
   }
+  // 256-entry colour table; each mask is drawn as a dx × dy image, scaled up without smoothing
+  const rgb = new Uint8ClampedArray(256 * 3);
+  for (let i = 0; i < 256; i++) {
+    const m = /rgb\((\d+),(\d+),(\d+)\)/.exec(colour(lut, i / 255));
+    rgb[3 * i] = +m[1]; rgb[3 * i + 1] = +m[2]; rgb[3 * i + 2] = +m[3];
+  }
+  const small = document.createElement("canvas");
+  small.width = dx; small.height = dy;
+  const sctx = small.getContext("2d"), pix = sctx.createImageData(dx, dy);
   function drawMasks() {
     for (let t = 0; t < NTYPES; t++) {
       const ctx = maskCanvas[t].getContext("2d");
-      for (let i = 0; i < dy; i++)
-        for (let j = 0; j < dx; j++) {
-          ctx.fillStyle = colour(lut, masks[t * N + i * dx + j]);
-          ctx.fillRect(j * cell, i * cell, cell, cell);
-        }
+      for (let k = 0; k < N; k++) {
+        const v = masks[t * N + k], q = 3 * Math.round(255 * (v < 0 ? 0 : v > 1 ? 1 : v));
+        pix.data[4 * k] = rgb[q]; pix.data[4 * k + 1] = rgb[q + 1]; pix.data[4 * k + 2] = rgb[q + 2];
+        pix.data[4 * k + 3] = 255;
+      }
+      sctx.putImageData(pix, 0, 0);
+      ctx.imageSmoothingEnabled = false;
+      ctx.drawImage(small, 0, 0, dx * cell, dy * cell);
       ctx.strokeStyle = "rgba(255,255,255,0.12)";
       ctx.lineWidth = 1;
       ctx.beginPath();
