@@ -312,7 +312,9 @@ function render({ model, el }) {
   };
   const brushRow = h("div", { cls: "row" }, [ctl.brush.el, ctl.value.el]);
   const source = h("select", { "data-control": "source" });
-  for (const name of Object.keys(model.get("sources"))) source.append(h("option", { value: name, text: name }));
+  const names = model.get("source_names") || Object.keys(model.get("sources"));
+  for (const name of names) source.append(h("option", { value: name, text: name }));
+  if (model.get("source")) source.value = model.get("source");
   const startBtn = h("button", { text: "start from", "data-action": "start" });
   const undoBtn = h("button", { text: "undo", "data-action": "undo" });
   const resetBtn = h("button", { text: "reset", "data-action": "reset" });
@@ -320,6 +322,7 @@ function render({ model, el }) {
     const src = model.get("sources")[source.value];
     if (!src) return;
     push();
+    model.set("source", source.value);
     start = flatMasks(src, dy, dx);
     masks = start.slice();
     commit();

@@ -114,6 +114,10 @@ class MaskPainter(anywidget.AnyWidget):
     dx = traitlets.Int(24).tag(sync=True)
     masks = traitlets.Any(None).tag(sync=True, to_json=_masks_to_json, from_json=_masks_from_json)
     sources = traitlets.Dict().tag(sync=True)
+    #: the sources' names in menu order (a JSON object's keys may come back sorted) and the one
+    #: the painter started from
+    source_names = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    source = traitlets.Unicode("").tag(sync=True)
     image = traitlets.Unicode("").tag(sync=True)
     region = traitlets.List(traitlets.Float()).tag(sync=True)
     lattice = traitlets.Dict().tag(sync=True)
@@ -159,6 +163,7 @@ class MaskPainter(anywidget.AnyWidget):
         _, dy, dx = next(iter(shapes))
         super().__init__(
             dy=int(dy), dx=int(dx), sources={k: v.tolist() for k, v in src.items()},
+            source_names=list(src), source=first,
             masks=src[first].copy(), image=url, region=[float(v) for v in reg],
             lattice=lattice_dict(reg, self._aspect, sizes=self._sizes, stride=self._stride),
             gt_boxes=gt, cmap=_cmap_lut(cmap), **kwargs)
