@@ -95,3 +95,22 @@ def test_state_keeps_a_self_contained_module():
     # shipped with the package
     pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
     assert '"viz/*.js"' in pyproject
+
+
+def test_box_targets_widget_python_side():
+    from dnnod.viz.boxtargets import ESM_PATH as BT_PATH, BoxTargets
+
+    image = torch.zeros(3, 64, 80, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="xyxy"):
+        BoxTargets(image, [[30.0, 10.0, 20.0, 40.0]])
+    with pytest.raises(ValueError, match="mask resolution d"):
+        BoxTargets(image, [[10.0, 10.0, 20.0, 40.0]], d=0)
+    w = BoxTargets(image, [[10.0, 10.0, 30.0, 40.0], [30.0, 12.0, 50.0, 30.0]], d=16)
+    assert w.window == [0.0, 0.0, 80.0, 64.0] and w.get_state()["_esm"] == BT_PATH.read_text()
+    # the targets of what is drawn: two boxes sharing an edge -> their union, one part each
+    t = w.targets()
+    assert t.shape == (5, 16, 16)
+    cells = (80 / 16) * (64 / 16)
+    assert float(t[0].sum()) == pytest.approx((20 * 30 + 20 * 18) / cells, abs=1e-4)
+    w.boxes = [[0.0, 0.0, 80.0, 64.0]]
+    assert torch.all(w.targets()[0] == 1)

@@ -37,7 +37,29 @@ def _iou(a, b) -> float:
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
+def browser():
+    with playwright_api.sync_playwright() as pw:
+        b = launch(pw)
+        yield b
+        b.close()
+
+
+def open_page(browser, path):
+    """Open ``path`` (file://), collecting JavaScript errors and failed loads in ``pg.errors``."""
+    errors = []
+    pg = browser.new_page()
+    pg.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    pg.on("console", lambda m: errors.append(f"console {m.type}: {m.text}")
+          if m.type == "error" else None)
+    pg.on("requestfailed", lambda r: errors.append(f"failed request: {r.url}"))
+    pg.goto(path.as_uri())
+    pg.wait_for_selector("canvas[data-mask=full]", timeout=30000)
+    pg.errors = errors
+    return pg
+
+
+@pytest.fixture(scope="module")
+def page(browser, tmp_path_factory):
     from dnnod.masks import mask_targets
     from dnnod.viz.maskpaint import MaskPainter
 
@@ -46,20 +68,9 @@ def page(tmp_path_factory):
     gt = mask_targets(torch.tensor([OBJECT]), (0, 0, 192, 192), d=24)
     widget = MaskPainter(image, {"ground truth": gt}, (0, 0, 192, 192), top_k=10, brush=6,
                          cell_px=CELL)
-    path = write_page(widget, tmp_path_factory.mktemp("maskpaint"))
-    errors = []
-    with playwright_api.sync_playwright() as pw:
-        browser = launch(pw)
-        pg = browser.new_page()
-        pg.on("pageerror", lambda e: errors.append(f"page error: {e}"))
-        pg.on("console", lambda m: errors.append(f"console {m.type}: {m.text}")
-              if m.type == "error" else None)
-        pg.on("requestfailed", lambda r: errors.append(f"failed request: {r.url}"))
-        pg.goto(path.as_uri())
-        pg.wait_for_selector("canvas[data-mask=full]", timeout=30000)
-        pg.errors = errors
-        yield pg
-        browser.close()
+    pg = open_page(browser, write_page(widget, tmp_path_factory.mktemp("maskpaint")))
+    yield pg
+    pg.close()
 
 
 def boxes(pg):
@@ -101,3 +112,32 @@ def test_paint_erase_undo(page):
     page.click("button[data-action=undo]")
     assert boxes(page) == before_erase
     assert not page.errors, "JavaScript errors:\n" + "\n".join(page.errors)
+
+
+def test_box_targets_follow_the_mouse(browser, tmp_path):
+    """Chapter 3's box-targets widget: dragging out a new box on an empty part of the window adds
+    its area (in cells) to the full target; moving it keeps the mass; removing it takes it away."""
+    from dnnod.viz.boxtargets import BoxTargets
+
+    image = torch.zeros(3, 96, 96, dtype=torch.uint8)
+    widget = BoxTargets(image, [[8.0, 8.0, 40.0, 40.0]], d=12, canvas_px=240)   # 8 px cells
+    pg = open_page(browser, write_page(widget, tmp_path))
+    mass = lambda: json.loads(pg.get_attribute("[data-targets]", "data-targets"))
+    assert mass()[0] == pytest.approx(16.0, abs=1e-6)            # 32 x 32 px = 4 x 4 cells
+    bb = pg.locator("canvas[data-role=image]").bounding_box()
+    s = bb["width"] / 96                                          # screen px per image px
+    pg.mouse.move(bb["x"] + 56 * s, bb["y"] + 56 * s)             # drag out (56,56)-(88,80)
+    pg.mouse.down()
+    pg.mouse.move(bb["x"] + 88 * s, bb["y"] + 80 * s, steps=4)
+    pg.mouse.up()
+    m = mass()
+    assert m[0] == pytest.approx(16.0 + 4 * 3, abs=0.3), m        # + 32 x 24 px = 12 cells
+    assert m[1] == pytest.approx(m[0] / 2, abs=0.3) and m[3] == pytest.approx(m[0] / 2, abs=0.3)
+    pg.mouse.move(bb["x"] + 70 * s, bb["y"] + 70 * s)             # move it inside the window
+    pg.mouse.down()
+    pg.mouse.move(bb["x"] + 62 * s, bb["y"] + 66 * s, steps=4)
+    pg.mouse.up()
+    assert mass()[0] == pytest.approx(m[0], abs=0.3)
+    pg.click("button[data-action=remove]")
+    assert mass()[0] == pytest.approx(16.0, abs=1e-6)
+    assert not pg.errors, "JavaScript errors:\n" + "\n".join(pg.errors)

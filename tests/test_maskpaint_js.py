@@ -190,3 +190,47 @@ def test_js_scoring_equals_python_on_network_masks(tmp_path):
     # network masks saturate (exact 0s and 1s), so some rankings tie exactly further down
     assert full >= 0.75 * len(cases), f"only {full} of {len(cases)} cases compared in full"
     assert sum(len(r["boxes"]) > 0 for r in results) >= 8, "the networks found (almost) no boxes"
+
+
+UNION_RUNNER = """
+import { unionTargets } from "./boxtargets.mjs";
+let text = "";
+process.stdin.on("data", (c) => { text += c; });
+process.stdin.on("end", () => {
+  const out = JSON.parse(text).map((c) => Array.from(unionTargets(c.boxes, c.window, c.d)));
+  process.stdout.write(JSON.stringify(out));
+});
+"""
+
+
+def test_js_box_targets_equal_mask_targets(tmp_path):
+    """Chapter 3's box-targets widget (dnnod/viz/boxtargets.js) computes Eq. 1 as
+    :func:`dnnod.masks.mask_targets` does: random boxes (overlapping, touching, reaching outside
+    the window, cutting cells) on random windows and grids."""
+    from dnnod.viz.boxtargets import ESM_PATH as BT_PATH
+
+    g = torch.Generator().manual_seed(3)
+    cases = []
+    for _ in range(60):
+        win = (torch.rand(2, generator=g, dtype=torch.float64) * 50).tolist()
+        size = (20 + torch.rand(2, generator=g, dtype=torch.float64) * 200).tolist()
+        window = [win[0], win[1], win[0] + size[0], win[1] + size[1]]
+        n = int(torch.randint(0, 5, (), generator=g))
+        c = torch.rand(n, 2, generator=g, dtype=torch.float64) * torch.tensor(size) + torch.tensor(win)
+        half = (0.05 + 0.5 * torch.rand(n, 2, generator=g, dtype=torch.float64)) * torch.tensor(size)
+        boxes = torch.cat([c - half, c + half], 1)
+        if n >= 2:                                   # two boxes sharing an edge
+            w1 = boxes[1, 2] - boxes[1, 0]
+            boxes[1, 0] = boxes[0, 2]
+            boxes[1, 2] = boxes[1, 0] + w1
+        d = int(torch.randint(2, 33, (), generator=g))
+        cases.append({"boxes": boxes.tolist(), "window": window, "d": d})
+    (tmp_path / "boxtargets.mjs").write_text(BT_PATH.read_text())
+    (tmp_path / "run.mjs").write_text(UNION_RUNNER)
+    r = subprocess.run([NODE, str(tmp_path / "run.mjs")], input=json.dumps(cases),
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for c, js in zip(cases, json.loads(r.stdout)):
+        want = mask_targets(torch.tensor(c["boxes"], dtype=torch.float64).reshape(-1, 4),
+                            c["window"], d=c["d"]).double().reshape(-1)
+        assert torch.allclose(torch.tensor(js, dtype=torch.float64), want, atol=1e-5), c
