@@ -114,3 +114,15 @@ def test_box_targets_widget_python_side():
     assert float(t[0].sum()) == pytest.approx((20 * 30 + 20 * 18) / cells, abs=1e-4)
     w.boxes = [[0.0, 0.0, 80.0, 64.0]]
     assert torch.all(w.targets()[0] == 1)
+
+
+def test_masks_painted_in_the_browser_arrive_in_python():
+    """What the front end sends after a stroke (a comm update of ``masks`` as JSON lists, plus the
+    browser's boxes) lands in ``painter.masks`` through the trait's deserializer."""
+    p, gt = _painter()
+    painted = np.zeros((5, 24, 24))
+    painted[:, 2:8, 3:9] = 0.75
+    p.set_state({"masks": painted.tolist(), "boxes": [[1.0, 2.0, 3.0, 4.0]], "scores": [0.5]})
+    assert isinstance(p.masks, np.ndarray) and np.array_equal(p.masks, painted)
+    b, _ = p.reference()
+    assert len(b) >= 1 and float(b[0, 0]) < 9 * 4 and float(b[0, 2]) > 3 * 4   # on the block

@@ -141,3 +141,26 @@ def test_box_targets_follow_the_mouse(browser, tmp_path):
     pg.click("button[data-action=remove]")
     assert mass()[0] == pytest.approx(16.0, abs=1e-6)
     assert not pg.errors, "JavaScript errors:\n" + "\n".join(pg.errors)
+
+
+def test_a_finger_paints_too(browser, tmp_path):
+    """Touch input (a tap on a touch screen) paints like the mouse: pointer events throughout."""
+    from dnnod.viz.maskpaint import MaskPainter
+
+    widget = MaskPainter(torch.zeros(3, 96, 96, dtype=torch.uint8), {"empty": torch.zeros(5, 24, 24)},
+                         brush=4, threshold=0.5)
+    path = write_page(widget, tmp_path)
+    ctx = browser.new_context(has_touch=True)
+    pg = ctx.new_page()
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(path.as_uri())
+    pg.wait_for_selector("canvas[data-mask=full]", timeout=30000)
+    assert boxes(pg) == []
+    bb = pg.locator("canvas[data-mask=full]").bounding_box()
+    pg.touchscreen.tap(bb["x"] + bb["width"] / 2, bb["y"] + bb["height"] / 2)
+    got = boxes(pg)
+    assert len(got) >= 1, "a tap painted nothing"
+    assert 24 <= (got[0][0] + got[0][2]) / 2 <= 72              # the box sits on the tapped block
+    assert not errors, errors
+    ctx.close()
