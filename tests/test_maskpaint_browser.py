@@ -164,3 +164,40 @@ def test_a_finger_paints_too(browser, tmp_path):
     assert 24 <= (got[0][0] + got[0][2]) / 2 <= 72              # the box sits on the tapped block
     assert not errors, errors
     ctx.close()
+
+
+def test_dragging_mass_moves_the_box(browser, tmp_path):
+    """Drag mass on all five masks: the object's block follows the pointer and so does its box."""
+    from dnnod.masks import mask_targets
+    from dnnod.viz.maskpaint import MaskPainter
+
+    gt = mask_targets(torch.tensor([OBJECT]), (0, 0, 192, 192), d=24)
+    widget = MaskPainter(torch.zeros(3, 192, 192, dtype=torch.uint8), {"ground truth": gt},
+                         (0, 0, 192, 192), brush=12, mode="drag", target="all", cell_px=CELL)
+    pg = open_page(browser, write_page(widget, tmp_path))
+    assert any(_iou(b, OBJECT) > 0.7 for b in boxes(pg))
+    stroke(pg, "full", [(8, 6), (11, 10), (14, 14)])          # 6 rows down, 8 columns right
+    moved = [OBJECT[0] + 64, OBJECT[1] + 48, OBJECT[2] + 64, OBJECT[3] + 48]
+    got = boxes(pg)
+    assert any(_iou(b, moved) > 0.7 for b in got), f"no box on the moved object: {got}"
+    assert not any(_iou(b, OBJECT) > 0.5 for b in got), f"a box stayed behind: {got}"
+    assert not pg.errors, pg.errors
+    pg.close()
+
+
+def test_drawing_a_box_paints_its_targets_and_finds_it(browser, tmp_path):
+    """"Draw a box" adds the drawn box's Eq. 1 targets to all five masks: on empty masks the
+    painter then finds that very box."""
+    from dnnod.viz.maskpaint import MaskPainter
+
+    widget = MaskPainter(torch.zeros(3, 192, 192, dtype=torch.uint8),
+                         {"empty": torch.zeros(5, 24, 24)}, (0, 0, 192, 192), mode="box",
+                         cell_px=CELL)
+    pg = open_page(browser, write_page(widget, tmp_path))
+    assert boxes(pg) == []
+    stroke(pg, "left", [(4, 5), (10, 12), (16, 18)])          # cells (4, 5) to (16, 18), centres
+    drawn = [5.5 * 8, 4.5 * 8, 18.5 * 8, 16.5 * 8]              # in image px (8 px per cell)
+    got = boxes(pg)
+    assert got and _iou(got[0], drawn) > 0.85, f"drawn {drawn}, found {got}"
+    assert not pg.errors, pg.errors
+    pg.close()
