@@ -124,5 +124,6 @@ def test_masks_painted_in_the_browser_arrive_in_python():
     painted[:, 2:8, 3:9] = 0.75
     p.set_state({"masks": painted.tolist(), "boxes": [[1.0, 2.0, 3.0, 4.0]], "scores": [0.5]})
     assert isinstance(p.masks, np.ndarray) and np.array_equal(p.masks, painted)
+    assert p.boxes == [[1.0, 2.0, 3.0, 4.0]] and p.scores == [0.5]      # the browser's, kept
     b, _ = p.reference()
     assert len(b) >= 1 and float(b[0, 0]) < 9 * 4 and float(b[0, 2]) > 3 * 4   # on the block

@@ -176,9 +176,10 @@ class MaskPainter(anywidget.AnyWidget):
 
     @traitlets.observe("masks", "threshold", "nms_iou", "top_k", "nms_mode", "surround", "pre_nms")
     def _on_change(self, _change=None) -> None:
-        # Without a front end (a script, a test) the boxes traits follow the Python reference;
-        # with one, the browser overwrites them with its own after each stroke.
-        if getattr(self, "_ready", False):
+        # Changes made in Python: the boxes traits follow the Python reference (the browser
+        # redraws with its own). Changes from the browser (a stroke) bring the browser's boxes
+        # along in the same update (ipywidgets' property lock): keep those.
+        if getattr(self, "_ready", False) and "boxes" not in self._property_lock:
             self._init_boxes()
 
     def _init_boxes(self) -> None:
