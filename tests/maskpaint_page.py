@@ -47,9 +47,10 @@ def launch(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
 
 
-def chapter6_painter(**kw):
+def chapter6_painter(default_aspect: bool = False, **kw):
     """The painter of chapter 6: a shapes test image, its largest object's class, the shipped
-    network's masks and the ground-truth targets over the whole 192 × 192 image."""
+    network's masks and the ground-truth targets over the whole 192 × 192 image; the network's
+    aspect ratios (one: the shapes are squares), or with ``default_aspect`` the package's 10."""
     import torch
 
     from dnnod.checkpoint import load_pretrained
@@ -67,6 +68,6 @@ def chapter6_painter(**kw):
     gt = mask_targets(class_boxes, region, d=24)
     model = load_pretrained("shapes-tiny", device="cpu")
     net = NetPredictor(model, device="cpu")(image, torch.tensor([region]))[0, label - 1]
-    aspect = [float(a) for a in model.aspect_ratios]
+    aspect = None if default_aspect else [float(a) for a in model.aspect_ratios]
     return MaskPainter(image, {"network": net, "ground truth": gt}, region, aspect,
                        gt_boxes=class_boxes, **kw)

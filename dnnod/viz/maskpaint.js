@@ -102,7 +102,53 @@ export function latticeBoxes(lat) {
       }
     }
   }
-  return { x1, y1, x2, y2, length: K };
+  return { x1, y1, x2, y2, length: K, lattice: lat };
+}
+
+// Interpolation index and weight of the integral image at cell coordinate u (as corner()).
+function interp(u, n) {
+  let i = Math.floor(u);
+  if (i < 0) i = 0; else if (i > n - 1) i = n - 1;
+  return [i, u - i];
+}
+
+/** Eq. 2 pass over a whole lattice (the threshold step): indices of the candidates whose full-mask
+ * mass exceeds threshold · area. Separable: for a row position q the difference of the integral
+ * image's rows interpolated at y2 and y1 is one vector D (dx + 1 numbers); every x position p then
+ * costs two interpolations of D — the same numbers as mass(), an order of magnitude faster. */
+export function eq2Pass(G0, dy, dx, C, region, threshold) {
+  const lat = C.lattice, W = dx + 1, pass = [];
+  const rx = region[0], ry = region[1];
+  const su = dx / (region[2] - region[0]), sv = dy / (region[3] - region[1]);
+  const sxs = Array.isArray(lat.sx) ? lat.sx : null, sys = Array.isArray(lat.sy) ? lat.sy : null;
+  const D = new Float64Array(W);
+  let k0 = 0;
+  for (let s = 0; s < lat.w.length; s++) {
+    const nx = lat.nx[s], ny = lat.ny[s], sx = sxs ? sxs[s] : lat.sx, sy = sys ? sys[s] : lat.sy;
+    // x: interpolation of both box edges for every position p
+    const i1 = new Int32Array(nx), f1 = new Float64Array(nx), i2 = new Int32Array(nx),
+      f2 = new Float64Array(nx), au = new Float64Array(nx);
+    for (let p = 0; p < nx; p++) {
+      const x = lat.x0[s] + p * sx, u1 = (x - rx) * su, u2 = (x + lat.w[s] - rx) * su;
+      [i1[p], f1[p]] = interp(u1, dx);
+      [i2[p], f2[p]] = interp(u2, dx);
+      au[p] = u2 - u1;
+    }
+    for (let q = 0; q < ny; q++) {
+      const y = lat.y0[s] + q * sy, v1 = (y - ry) * sv, v2 = (y + lat.h[s] - ry) * sv;
+      const [j1, g1] = interp(v1, dy), [j2, g2] = interp(v2, dy);
+      const a1 = j1 * W, a2 = j2 * W;
+      for (let c = 0; c < W; c++)
+        D[c] = (1 - g2) * G0[a2 + c] + g2 * G0[a2 + W + c] - (1 - g1) * G0[a1 + c] - g1 * G0[a1 + W + c];
+      const t = threshold * (v2 - v1), base = k0 + q * nx;
+      for (let p = 0; p < nx; p++) {
+        const m = (1 - f2[p]) * D[i2[p]] + f2[p] * D[i2[p] + 1] - (1 - f1[p]) * D[i1[p]] - f1[p] * D[i1[p] + 1];
+        if (m > t * au[p]) pass.push(base + p);
+      }
+    }
+    k0 += nx * ny;
+  }
+  return pass;
 }
 
 const f32 = Math.fround;
@@ -171,13 +217,16 @@ export function extractBoxes(masks, dy, dx, region, lattice, opts = {}, candidat
   // exceed the threshold (as extract_boxes_batch).
   let mx = -Infinity;
   for (let i = 0; i < dy * dx; i++) if (flat[i] > mx) mx = flat[i];
-  const pass = [];
+  let pass = [];
   if (mx > threshold) {
-    const G0 = G[0];
-    for (let c = 0; c < C.length; c++) {
-      const u1 = toU(C.x1[c]), v1 = toV(C.y1[c]), u2 = toU(C.x2[c]), v2 = toV(C.y2[c]);
-      const m = mass(G0, dy, dx, u1, v1, u2, v2);
-      if (m > threshold * ((u2 - u1) * (v2 - v1))) pass.push(c);
+    if (C.lattice && !opts.slowEq2) {
+      pass = eq2Pass(G[0], dy, dx, C, region, threshold);
+    } else {
+      for (let c = 0; c < C.length; c++) {
+        const u1 = toU(C.x1[c]), v1 = toV(C.y1[c]), u2 = toU(C.x2[c]), v2 = toV(C.y2[c]);
+        const m = mass(G[0], dy, dx, u1, v1, u2, v2);
+        if (m > threshold * ((u2 - u1) * (v2 - v1))) pass.push(c);
+      }
     }
   }
   const n = pass.length, eq3 = new Float64Array(n);
