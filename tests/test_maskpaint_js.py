@@ -107,7 +107,8 @@ def random_case(g: torch.Generator) -> dict:
     region = (float(x0), float(y0), float(x0 + W), float(y0 + H))
     d = [24, 24, 24, 12, 16][int(torch.randint(5, (), generator=g))]
     n = int(torch.randint(1, 5, (), generator=g))
-    ctr = torch.rand(n, 2, generator=g, dtype=torch.float64) * torch.tensor([W, H]) + torch.tensor([x0, y0])
+    ctr = torch.rand(n, 2, generator=g, dtype=torch.float64) * torch.tensor([W, H]) \
+        + torch.tensor([x0, y0])
     half = (0.08 + 0.35 * torch.rand(n, 2, generator=g, dtype=torch.float64)) * torch.tensor([W, H])
     boxes = torch.cat([ctr - half, ctr + half], 1)
     m = torch.zeros(5, d, d, dtype=torch.float64)
@@ -142,7 +143,8 @@ def test_js_scoring_equals_python_on_random_masks(tmp_path):
 
 def test_js_scoring_on_an_empty_and_a_flat_mask(tmp_path):
     # No mass: nothing passes Eq. 2; a mask below the threshold everywhere: nothing either.
-    cases = [case(torch.zeros(5, 24, 24), (0, 0, 96, 96)), case(torch.full((5, 24, 24), 0.4), (0, 0, 96, 96))]
+    cases = [case(torch.zeros(5, 24, 24), (0, 0, 96, 96)),
+             case(torch.full((5, 24, 24), 0.4), (0, 0, 96, 96))]
     results = run_js([{k: v for k, v in c.items() if k != "_py"} for c in cases], tmp_path)
     assert [r["boxes"] for r in results] == [[], []]
     assert [r["n"] for r in results] == [0, 0]

@@ -46,7 +46,8 @@ def _as_masks5(masks, name: str = "masks", shape: Optional[tuple] = None) -> np.
     try:
         m = np.asarray(masks, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be numbers shaped [5, d, d]; got {type(masks).__name__}") from None
+        raise ValueError(f"{name} must be numbers shaped [5, d, d]; got "
+                         f"{type(masks).__name__}") from None
     if m.ndim != 3 or m.shape[0] != len(MASK_TYPES) or m.shape[1] < 2 or m.shape[2] < 2:
         raise ValueError(f"{name} must be shaped [5, dy, dx] (mask types {MASK_TYPES}); got shape "
                          f"{tuple(m.shape)}")
@@ -190,7 +191,8 @@ class MaskPainter(anywidget.AnyWidget):
     def reference(self):
         """The boxes of the current masks and settings by :func:`dnnod.localize.extract_boxes`:
         ``(boxes [k, 4], Eq. 3 scores [k])`` — what the browser computes (Sec. 5.2)."""
-        return extract_boxes(torch.as_tensor(self.masks), torch.tensor(self.region, dtype=torch.float64),
+        region = torch.tensor(self.region, dtype=torch.float64)
+        return extract_boxes(torch.as_tensor(self.masks), region,
                              self._aspect, threshold=self.threshold, nms_iou=self.nms_iou,
                              top_k=self.top_k, stride=self._stride, sizes=self._sizes,
                              surround=self.surround, nms_mode=self.nms_mode,
