@@ -161,8 +161,10 @@ def merged_figure(image, result, label: int = 1, types: Sequence[str] = MASK_TYP
     return fig
 
 
-def scale_boxes_figure(image, result, class_names: Optional[Sequence[str]] = None, gt_boxes=None):
-    """The stage-1 boxes each scale found (≤ top_k per class), one panel per scale."""
+def scale_boxes_figure(image, result, class_names: Optional[Sequence[str]] = None, gt_boxes=None,
+                       labelled: int = 3):
+    """The stage-1 boxes each scale found (≤ top_k per class), one panel per scale; the best
+    ``labelled`` boxes of each class carry their class and score."""
     import matplotlib.pyplot as plt
     S = len(result["windows"])
     C = len(result["candidates_nms"][0])
@@ -177,8 +179,15 @@ def scale_boxes_figure(image, result, class_names: Optional[Sequence[str]] = Non
             b, sc = scale_boxes(result, s, c)
             n += len(b)
             if len(b):
-                plot.draw_boxes(ax, b, labels=[c] * len(b), scores=sc, class_names=class_names)
-        ax.set_title(f"{_scale_name(s)}: {n} boxes", fontsize=10)
+                # Every box thin and unlabelled; the best `labelled` per class labelled on top, so
+                # that the labels of up to 10 boxes per scale do not pile up on each other.
+                order = torch.argsort(torch.as_tensor(sc), descending=True)
+                b, sc = b[order], torch.as_tensor(sc)[order]
+                plot.draw_boxes(ax, b, labels=[c] * len(b), linewidth=0.8, text=False)
+                top = b[:labelled]
+                plot.draw_boxes(ax, top, labels=[c] * len(top), scores=sc[:labelled],
+                                class_names=class_names, linewidth=2)
+        ax.set_title(f"{_scale_name(s)}: {n} boxes (best {labelled} labelled)", fontsize=11)
     fig.tight_layout()
     return fig
 
