@@ -156,7 +156,7 @@ def merged_figure(image, result, label: int = 1, types: Sequence[str] = MASK_TYP
             ax.imshow(mm.detach().cpu().numpy(), extent=(0, W_, H, 0), vmin=0, vmax=1,
                       cmap=plot.MASK_CMAP, alpha=0.6, interpolation="nearest")
             if j == 0:
-                ax.set_ylabel(f"{_scale_name(s)}\n{mm.shape[0]}×{mm.shape[1]} cells", fontsize=8)
+                ax.set_ylabel(f"{_scale_name(s)}\n{mm.shape[0]}×{mm.shape[1]} cells", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -391,7 +391,7 @@ def ap_figure(recall, precision, title: str = ""):
     axes[1].step(mrec, env, where="post", color=plot.PALETTE[1])
     axes[1].set_title(f"all-point: AP = {apall:.3f}", fontsize=10)
     for ax in axes:
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=10, loc="lower left")
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
@@ -413,7 +413,7 @@ def pr_figure(results: Mapping[str, Mapping[str, Any]], titles: Optional[Mapping
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
         ax.set_title((titles or {}).get(name, name) + f" (mAP {r['map_07']:.3f})", fontsize=10)
-        ax.legend(fontsize=8, loc="lower left")
+        ax.legend(fontsize=10, loc="lower left")
     fig.tight_layout()
     return fig
 
@@ -453,10 +453,10 @@ def error_gallery(dataset, errors: Mapping[str, Any], class_names=None,
             name = class_names[lab - 1] if class_names else str(lab)
             if k == "missed":
                 plot.draw_boxes(ax, (box - off)[None], color=plot.GT_COLOR, linewidth=2.5, text=False)
-                ax.set_title(f"missed {name}\nbest IoU {e['best_iou']:.2f}", fontsize=8)
+                ax.set_title(f"missed {name}\nbest IoU {e['best_iou']:.2f}", fontsize=9)
             else:
                 plot.draw_boxes(ax, (box - off)[None], color="#d62728", linewidth=2, text=False)
-                ax.set_title(f"{k} {name} {e['score']:.2f}\nIoU {e['iou']:.2f}", fontsize=8)
+                ax.set_title(f"{k} {name} {e['score']:.2f}\nIoU {e['iou']:.2f}", fontsize=9)
         axes[r, 0].set_ylabel(k, fontsize=9)
     fig.tight_layout()
     return fig
@@ -500,7 +500,7 @@ def pr_widget(results: Mapping[str, Mapping[str, Any]]) -> Panel:
         ax.set_ylim(0, 1.05)
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
-        ax.legend(fontsize=8, loc="lower left")
+        ax.legend(fontsize=10, loc="lower left")
         ax.set_title(f"{ds.value}, {cls.value}: AP {r['ap_07'][cls.value]:.3f} (11-pt), "
                      f"{r['ap_all'][cls.value]:.3f} (all-pt)", fontsize=9)
         fig.tight_layout()
