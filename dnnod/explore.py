@@ -162,12 +162,15 @@ def merged_figure(image, result, label: int = 1, types: Sequence[str] = MASK_TYP
 
 
 def scale_boxes_figure(image, result, class_names: Optional[Sequence[str]] = None, gt_boxes=None,
-                       labelled: int = 3):
+                       labelled: Optional[int] = None):
     """The stage-1 boxes each scale found (≤ top_k per class), one panel per scale; the best
-    ``labelled`` boxes of each class carry their class and score."""
+    ``labelled`` boxes of each class carry their class and score (default: 3 in all, at least one
+    per class)."""
     import matplotlib.pyplot as plt
     S = len(result["windows"])
     C = len(result["candidates_nms"][0])
+    if labelled is None:
+        labelled = max(1, 3 // C)
     fig, axes = plt.subplots(1, S, figsize=(3.4 * S, 3.4 * image.shape[1] / image.shape[2] + 0.4))
     axes = np.atleast_1d(axes)
     for s, ax in enumerate(axes):
@@ -187,7 +190,8 @@ def scale_boxes_figure(image, result, class_names: Optional[Sequence[str]] = Non
                 top = b[:labelled]
                 plot.draw_boxes(ax, top, labels=[c] * len(top), scores=sc[:labelled],
                                 class_names=class_names, linewidth=2)
-        ax.set_title(f"{_scale_name(s)}: {n} boxes (best {labelled} labelled)", fontsize=11)
+        best = f"best {labelled} labelled" if C == 1 else f"best {labelled} per class labelled"
+        ax.set_title(f"{_scale_name(s)}: {n} boxes\n({best})", fontsize=11)
     fig.tight_layout()
     return fig
 
