@@ -166,16 +166,21 @@ def overlay_mask(ax, image: ImageLike, mask, window=None, alpha: float = 0.55,
 
 
 def plot_masks(masks, axes=None, window=None, image: Optional[ImageLike] = None, boxes=None,
-               titles: Sequence[str] = MASK_TYPES, values: bool = False, suptitle: Optional[str] = None):
+               titles: Sequence[str] = MASK_TYPES, values: bool = False, suptitle: Optional[str] = None,
+               colorbar: Optional[bool] = None):
     """The five masks ``[5, d, d]`` (``MASK_TYPES`` order) side by side; returns the figure.
 
     With ``image`` each mask is overlaid on it (inside ``window``); ``boxes`` are outlined on each.
+    ``colorbar`` (default: when this function makes the figure) adds one colour bar for the mask
+    value, 0 to 1, beside the last mask.
     """
     import matplotlib.pyplot as plt
 
     m = torch.as_tensor(masks).detach().cpu()
     if m.dim() != 3:
         raise ValueError(f"masks must be [K, d, d]; got shape {tuple(m.shape)}")
+    if colorbar is None:
+        colorbar = axes is None
     if axes is None:
         fig, axes = plt.subplots(1, m.shape[0], figsize=(2.3 * m.shape[0], 2.5), squeeze=False)
         axes = axes[0]
@@ -191,6 +196,15 @@ def plot_masks(masks, axes=None, window=None, image: Optional[ImageLike] = None,
         if window is not None and image is None:
             ax.set_xticks([])
             ax.set_yticks([])
+    if colorbar:
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+        from mpl_toolkits.axes_grid1.inset_locator import inset_axes
+
+        last = axes[m.shape[0] - 1]
+        cax = inset_axes(last, width="6%", height="100%", loc="lower left",
+                         bbox_to_anchor=(1.04, 0.0, 1, 1), bbox_transform=last.transAxes, borderpad=0)
+        fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), cmap=MASK_CMAP), cax=cax, label="mask value")
     if suptitle:
         fig.suptitle(suptitle, fontsize=11)
     return fig
