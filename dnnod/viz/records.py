@@ -202,7 +202,13 @@ def _cell(v) -> str:
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 
-def markdown_table(rows: List[dict], columns=COLUMNS) -> str:
-    """A Markdown (MyST/GFM) table of ``rows``."""
+def markdown_table(rows: List[dict], columns=None) -> str:
+    """A Markdown (MyST/GFM) table of ``rows``. By default four columns, narrow enough for a book
+    page: number, value, how it was made (command · seed · time · hardware), record; or the
+    given ``columns`` of :data:`COLUMNS`."""
+    if columns is None:
+        columns = ("number", "value", "how it was made", "record")
+        rows = [dict(r, **{"how it was made": f"{r['command']} · seed {r['seed']} · {r['time']} · "
+                                               f"{r['hardware']}"}) for r in rows]
     head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
     return head + "\n".join("| " + " | ".join(_cell(r[c]) for c in columns) + " |" for r in rows)
