@@ -105,7 +105,7 @@ def draw_boxes(ax, boxes, labels=None, scores=None, class_names: Optional[Sequen
                                linestyle=linestyle, alpha=alpha))
         caption = _label_text(i, labels, scores, class_names) if text else None
         if caption:
-            ax.text(x1, y1, caption, fontsize=8, color="white", va="bottom", ha="left",
+            ax.text(x1, y1, caption, fontsize=9.5, color="white", va="bottom", ha="left",
                     bbox=dict(facecolor=c, edgecolor="none", pad=1.0, alpha=0.85), clip_on=True)
     return ax
 
@@ -142,7 +142,7 @@ def draw_mask(ax, mask, window=None, grid: bool = True, title: Optional[str] = N
             for j in range(d):
                 v = float(m[i, j])
                 ax.text(x1 + (j + 0.5) * cw, y1 + (i + 0.5) * ch, f"{v:.2f}".rstrip("0").rstrip("."),
-                        ha="center", va="center", fontsize=7, color="black" if v > 0.6 else "white")
+                        ha="center", va="center", fontsize=9, color="black" if v > 0.6 else "white")
     if window is None:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -182,7 +182,7 @@ def plot_masks(masks, axes=None, window=None, image: Optional[ImageLike] = None,
     if colorbar is None:
         colorbar = axes is None
     if axes is None:
-        fig, axes = plt.subplots(1, m.shape[0], figsize=(2.3 * m.shape[0], 2.5), squeeze=False)
+        fig, axes = plt.subplots(1, m.shape[0], figsize=(1.95 * m.shape[0], 2.3), squeeze=False)
         axes = axes[0]
     fig = axes[0].figure
     for k, ax in enumerate(axes[: m.shape[0]]):
