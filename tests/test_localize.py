@@ -1,7 +1,7 @@
 """Box extraction (paper Sec. 5.2): Eq. 2 / Eq. 3 against independent references.
 
 References are written here, never taken from dnnod: a per-cell rectangle-intersection brute
-force in numpy, the PAPER.md §3 worked example, hand-worked Eq. 3 values, hand counts.
+force in numpy, the worked example of chapter 3 (paper Sec. 3), hand-worked Eq. 3 values, hand counts.
 """
 import math
 
@@ -57,9 +57,9 @@ def brute_eq3(masks: np.ndarray, box, region, surround=1.5) -> float:
 
 # ----------------------------------------------------------------------------- Eq. 2
 def test_worked_example_paper_section3():
-    """PAPER.md §3: W=12, H=8, d=4, box (2,1,8,6)."""
+    """The worked example of chapter 3 (paper Sec. 3): W=12, H=8, d=4, box (2,1,8,6)."""
     region = (0.0, 0.0, 12.0, 8.0)
-    # The full and left masks as tabulated in PAPER.md §3 (not computed by dnnod).
+    # The full and left masks worked by hand (not computed by dnnod).
     full = torch.tensor([[1 / 6, 1 / 2, 1 / 3, 0], [1 / 3, 1, 2 / 3, 0], [1 / 3, 1, 2 / 3, 0],
                          [0, 0, 0, 0]], dtype=torch.float64)
     left = torch.tensor([[1 / 6, 1 / 3, 0, 0], [1 / 3, 2 / 3, 0, 0], [1 / 3, 2 / 3, 0, 0],

@@ -156,16 +156,21 @@ def merged_figure(image, result, label: int = 1, types: Sequence[str] = MASK_TYP
             ax.imshow(mm.detach().cpu().numpy(), extent=(0, W_, H, 0), vmin=0, vmax=1,
                       cmap=plot.MASK_CMAP, alpha=0.6, interpolation="nearest")
             if j == 0:
-                ax.set_ylabel(f"{_scale_name(s)}\n{mm.shape[0]}×{mm.shape[1]} cells", fontsize=8)
+                ax.set_ylabel(f"{_scale_name(s)}\n{mm.shape[0]}×{mm.shape[1]} cells", fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def scale_boxes_figure(image, result, class_names: Optional[Sequence[str]] = None, gt_boxes=None):
-    """The stage-1 boxes each scale found (≤ top_k per class), one panel per scale."""
+def scale_boxes_figure(image, result, class_names: Optional[Sequence[str]] = None, gt_boxes=None,
+                       labelled: Optional[int] = None):
+    """The stage-1 boxes each scale found (≤ top_k per class), one panel per scale; the best
+    ``labelled`` boxes of each class carry their class and score (default: 3 in all, at least one
+    per class)."""
     import matplotlib.pyplot as plt
     S = len(result["windows"])
     C = len(result["candidates_nms"][0])
+    if labelled is None:
+        labelled = max(1, 3 // C)
     fig, axes = plt.subplots(1, S, figsize=(3.4 * S, 3.4 * image.shape[1] / image.shape[2] + 0.4))
     axes = np.atleast_1d(axes)
     for s, ax in enumerate(axes):
@@ -177,8 +182,16 @@ def scale_boxes_figure(image, result, class_names: Optional[Sequence[str]] = Non
             b, sc = scale_boxes(result, s, c)
             n += len(b)
             if len(b):
-                plot.draw_boxes(ax, b, labels=[c] * len(b), scores=sc, class_names=class_names)
-        ax.set_title(f"{_scale_name(s)}: {n} boxes", fontsize=10)
+                # Every box thin and unlabelled; the best `labelled` per class labelled on top, so
+                # that the labels of up to 10 boxes per scale do not pile up on each other.
+                order = torch.argsort(torch.as_tensor(sc), descending=True)
+                b, sc = b[order], torch.as_tensor(sc)[order]
+                plot.draw_boxes(ax, b, labels=[c] * len(b), linewidth=0.8, text=False)
+                top = b[:labelled]
+                plot.draw_boxes(ax, top, labels=[c] * len(top), scores=sc[:labelled],
+                                class_names=class_names, linewidth=2)
+        best = f"best {labelled} labelled" if C == 1 else f"best {labelled} per class labelled"
+        ax.set_title(f"{_scale_name(s)}: {n} boxes\n({best})", fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -382,7 +395,7 @@ def ap_figure(recall, precision, title: str = ""):
     axes[1].step(mrec, env, where="post", color=plot.PALETTE[1])
     axes[1].set_title(f"all-point: AP = {apall:.3f}", fontsize=10)
     for ax in axes:
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=10, loc="lower left")
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
@@ -404,7 +417,7 @@ def pr_figure(results: Mapping[str, Mapping[str, Any]], titles: Optional[Mapping
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
         ax.set_title((titles or {}).get(name, name) + f" (mAP {r['map_07']:.3f})", fontsize=10)
-        ax.legend(fontsize=8, loc="lower left")
+        ax.legend(fontsize=10, loc="lower left")
     fig.tight_layout()
     return fig
 
@@ -444,10 +457,10 @@ def error_gallery(dataset, errors: Mapping[str, Any], class_names=None,
             name = class_names[lab - 1] if class_names else str(lab)
             if k == "missed":
                 plot.draw_boxes(ax, (box - off)[None], color=plot.GT_COLOR, linewidth=2.5, text=False)
-                ax.set_title(f"missed {name}\nbest IoU {e['best_iou']:.2f}", fontsize=8)
+                ax.set_title(f"missed {name}\nbest IoU {e['best_iou']:.2f}", fontsize=9)
             else:
                 plot.draw_boxes(ax, (box - off)[None], color="#d62728", linewidth=2, text=False)
-                ax.set_title(f"{k} {name} {e['score']:.2f}\nIoU {e['iou']:.2f}", fontsize=8)
+                ax.set_title(f"{k} {name} {e['score']:.2f}\nIoU {e['iou']:.2f}", fontsize=9)
         axes[r, 0].set_ylabel(k, fontsize=9)
     fig.tight_layout()
     return fig
@@ -491,7 +504,7 @@ def pr_widget(results: Mapping[str, Mapping[str, Any]]) -> Panel:
         ax.set_ylim(0, 1.05)
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
-        ax.legend(fontsize=8, loc="lower left")
+        ax.legend(fontsize=10, loc="lower left")
         ax.set_title(f"{ds.value}, {cls.value}: AP {r['ap_07'][cls.value]:.3f} (11-pt), "
                      f"{r['ap_all'][cls.value]:.3f} (all-pt)", fontsize=9)
         fig.tight_layout()

@@ -263,9 +263,9 @@ def lambda_widget(results: Mapping[float, Mapping[str, object]], target=None, im
             ax.plot(torch.as_tensor(by[other]["losses"]).tolist(), lw=2 if other == lam else 0.8,
                     alpha=1 if other == lam else 0.4, label=f"λ={other:g}")
         ax.set_yscale("log")
-        ax.set_xlabel("step", fontsize=8)
+        ax.set_xlabel("step", fontsize=9)
         ax.set_title("training loss", fontsize=10)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=9)
         ax.tick_params(labelsize=7)
         lit = float(r["lit"]) if "lit" in r else float((pred > 0.5).double().mean())
         html = (f"λ = {lam:g}: mean predicted mask value {float(pred.mean()):.3f}, "
