@@ -1,4 +1,4 @@
-"""The box classifier that prunes detections — paper Sec. 5.2 (PAPER.md §5, filter 2).
+"""The box classifier that prunes detections — paper Sec. 5.2 (book appendix A, filter 2).
 
 The paper trains a separate AlexNet that labels a warped box as background or one of the
 classes, and keeps a localizer's box only when the classifier assigns it to the detector's class.

@@ -1,11 +1,11 @@
-"""Multi-scale inference windows and mask merging — paper Sec. 5.3 (PAPER.md §6, §10).
+"""Multi-scale inference windows and mask merging — paper Sec. 5.3 (book appendix A).
 
 The network sees a whole image only at 225×225, so one 24×24 mask is too coarse for small
 objects. The paper runs it on windows at three scales — the whole image, then windows half the
 previous size — overlapping by 20% of their area, "usually fewer than 40" in all. Per scale, the
 window masks are pasted into one image-level mask per class and mask type and merged by max.
 
-Layout (ours, PAPER.md §10): windows keep the image's aspect ratio; at scale s (0-based) they are
+Layout (ours, book appendix A, departures): windows keep the image's aspect ratio; at scale s (0-based) they are
 ``W/2^s × H/2^s`` and ``n_s`` per axis, evenly spaced from edge to edge with ``n_s`` the smallest
 count giving neighbours ≥ ``overlap`` of their area in common: 1 + 9 + 25 = 35 windows.
 

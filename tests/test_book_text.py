@@ -122,3 +122,13 @@ def test_the_rules_catch_what_they_should():
     src = "```{code-cell} ipython3\nfig, ax = plt.subplots()\nplt.show()\n```\n"
     (meta, code), = list(_cells(src))
     assert FIGURE_CODE.search(code) and not meta
+
+
+def test_package_cites_nothing_outside_the_repository():
+    """Docstrings and comments cite the paper's sections and the book's appendix, never a working
+    file readers do not have (such as the team's PAPER.md digest)."""
+    root = Path(__file__).resolve().parents[1]
+    bad = [f"{p.relative_to(root)}:{i}" for p in sorted((root / "dnnod").rglob("*.py"))
+           for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+           if "PAPER.md" in line]
+    assert not bad, "cites PAPER.md: " + ", ".join(bad)

@@ -1,6 +1,6 @@
 """Training-window samplers — paper Sec. 4 (localizer) and Sec. 5.2 (classifier).
 
-Localizer (PAPER.md §8): windows drawn per image, **60% negative** (touching no object of the
+Localizer (book appendix A): windows drawn per image, **60% negative** (touching no object of the
 class) and **40% positive** (containing at least **80% of the area** of some object of the
 class); crop width uniform in ``[min_scale · W, W]``, crop shape = the image's aspect ratio
 [ours] (``scale_dist="log"``, ours: log-uniform widths instead, as many crops between 1/4 and

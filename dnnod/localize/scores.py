@@ -141,7 +141,7 @@ def box_scores(masks: torch.Tensor, boxes: BoxesLike, region: RectLike, *,
 
     masks: ``[..., 5, dy, dx]`` (types in ``MASK_TYPES`` order) covering ``region``; boxes ``[K, 4]``
     inside it. For ``full``, h̄ is the frame between bb and bb scaled by ``surround`` about its
-    centre, clipped to the region (term 0 if that frame is empty) — ours, PAPER.md §10.
+    centre, clipped to the region (term 0 if that frame is empty) — ours, book appendix A, departures.
     Returns ``[..., K]``; a perfect box scores 5.
 
     ``clip`` (default: the region) is the rectangle the surround is clipped to — the image, when

@@ -1,5 +1,5 @@
 """The measurements behind the book's chapters 7–9: refinement gain, AP with PR curves, error
-analysis and ablations (paper Sec. 5.2, 5.3, 6; Table 1's protocol, PAPER.md §9–10).
+analysis and ablations (paper Sec. 5.2, 5.3, 6; Table 1's protocol, book appendix A).
 
     python -m dnnod.studies.experiments refine-gain --out book/data/ch08_refine_gain.json
     python -m dnnod.studies.experiments pr-curves   --out book/data/ch09_pr_curves.json

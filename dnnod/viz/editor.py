@@ -37,7 +37,7 @@ def _as_masks5(masks) -> torch.Tensor:
     m = m.detach().to("cpu", torch.float64).clone()
     if not torch.isfinite(m).all():
         raise ValueError("masks contain NaN or inf")
-    # Scoring clamps predictions to [0, 1] (PAPER.md §10); the editor shows what is scored.
+    # Scoring clamps predictions to [0, 1] (book appendix A, departures); the editor shows what is scored.
     return m.clamp_(0.0, 1.0)
 
 

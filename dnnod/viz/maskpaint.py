@@ -39,7 +39,7 @@ _DECIMALS = 4        # masks are synced as JSON numbers rounded to 1e-4 (small p
 
 
 def _as_masks5(masks, name: str = "masks", shape: Optional[tuple] = None) -> np.ndarray:
-    """Masks ``[5, dy, dx]`` as float64 numpy, clamped to [0, 1] (what is scored, PAPER.md §10)
+    """Masks ``[5, dy, dx]`` as float64 numpy, clamped to [0, 1] (what is scored, book appendix A, departures)
     and rounded to 1e-4."""
     if isinstance(masks, torch.Tensor):
         masks = masks.detach().cpu().double().numpy()
