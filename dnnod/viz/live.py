@@ -68,17 +68,23 @@ class LivePanel(anywidget.AnyWidget):
 
 
 # ------------------------------------------------------------------------------ frames
-def _png_compact(png: bytes, colors: int = 96, max_width: Optional[int] = None) -> bytes:
-    """A palette PNG (``colors`` colours, median cut) of ``png``, downscaled to ``max_width``."""
+def _compact(png: bytes, colors: int = 128, max_width: Optional[int] = None,
+             jpeg: Optional[int] = None) -> Tuple[bytes, str]:
+    """``png`` made small: downscaled to ``max_width``, then a palette PNG (``colors`` colours,
+    octree: thin coloured lines keep their colour) or, with ``jpeg`` = a quality, a JPEG
+    (smaller where the figure is mostly photographs). Returns (bytes, MIME type)."""
     from PIL import Image
 
     im = Image.open(io.BytesIO(png)).convert("RGB")
     if max_width and im.width > max_width:
         im = im.resize((max_width, round(im.height * max_width / im.width)), Image.LANCZOS)
-    q = im.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     out = io.BytesIO()
+    if jpeg:
+        im.save(out, format="JPEG", quality=int(jpeg), optimize=True)
+        return out.getvalue(), "image/jpeg"
+    q = im.quantize(colors=colors, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
     q.save(out, format="PNG", optimize=True)
-    return out.getvalue()
+    return out.getvalue(), "image/png"
 
 
 def _options_of(w) -> Tuple[List[str], List[Any]]:
@@ -101,8 +107,8 @@ def _kind_of(w) -> str:
 
 
 def to_live(panel, grid: Optional[Mapping[str, Optional[Sequence[Any]]]] = None, *,
-            colors: int = 96, max_width: Optional[int] = None, labels: Optional[Mapping[str, Any]] = None,
-            ) -> LivePanel:
+            colors: int = 128, max_width: Optional[int] = None, jpeg: Optional[int] = None,
+            labels: Optional[Mapping[str, Any]] = None) -> LivePanel:
     """A :class:`LivePanel` showing ``panel`` (a :class:`dnnod.viz.widgets.Panel`) for every
     combination of its controls' options, drawn by the panel's own render callback.
 
@@ -110,8 +116,8 @@ def to_live(panel, grid: Optional[Mapping[str, Optional[Sequence[Any]]]] = None,
     or integer slider); controls are enumerated in ``grid``'s order (default: the panel's), so a
     control whose options depend on others must come after them. A value not offered by the
     control at some combination is skipped there. ``labels``: control name -> a function
-    value -> label, for sliders over floats. Frames become ``colors``-colour palette PNGs at most
-    ``max_width`` px wide. The panel is left showing its first combination.
+    value -> label, for sliders over floats. Frames become ``colors``-colour palette PNGs (or JPEGs
+    of quality ``jpeg``) at most ``max_width`` px wide. The panel is left at its starting values.
     """
     grid = dict(grid) if grid is not None else {k: None for k in panel.controls}
     names = list(grid)
@@ -149,12 +155,12 @@ def to_live(panel, grid: Optional[Mapping[str, Optional[Sequence[Any]]]] = None,
         nonlocal width
         if level == len(names):
             png, html = render()
-            small = _png_compact(png, colors, max_width)
-            width = max(width, int.from_bytes(small[16:20], "big"))
+            small, mime = _compact(png, colors, max_width, jpeg)
+            width = max(width, _width_of(small))
             h = hashlib.sha1(small).hexdigest()
             if h not in seen_f:
                 seen_f[h] = len(frames)
-                frames.append("data:image/png;base64," + base64.b64encode(small).decode())
+                frames.append(f"data:{mime};base64," + base64.b64encode(small).decode())
             if html not in seen_i:
                 seen_i[html] = len(infos)
                 infos.append(html)
@@ -204,6 +210,12 @@ def to_live(panel, grid: Optional[Mapping[str, Optional[Sequence[Any]]]] = None,
         title = kids[0].value[3:-4]
     return LivePanel(title=title, mode="frames", controls=controls, depends=depends, values=values,
                      frames=frames, infos=infos, table=table, frame_width=width)
+
+
+def _width_of(data: bytes) -> int:
+    from PIL import Image
+
+    return Image.open(io.BytesIO(data)).width
 
 
 def _values_of(w) -> List[Any]:
