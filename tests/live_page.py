@@ -81,10 +81,11 @@ SET_JS = """([i, name, v]) => {
   const e = root.querySelector(`[data-control="${name}"]`);
   if (e.tagName === 'SELECT') { e.value = String(v); e.dispatchEvent(new Event('change')); }
   else if (e.tagName === 'INPUT') { e.value = String(v); e.dispatchEvent(new Event('input')); }
-  else { e.querySelectorAll('button')[v].click(); }
+  else { const bs = e.querySelectorAll('button'); bs[Math.min(v, bs.length - 1)].click(); }
 }"""
 
-# The controls of widget root `i`: [name, number of options] (a d slider of BoxTargets included).
+# The controls of widget root `i`: [name, number of options, first value, current option]
+# (the d slider of BoxTargets included).
 CONTROLS_JS = """(i) => {
   const root = document.querySelectorAll('.dnnod-live, .dnnod-bt')[i];
   const out = [];
@@ -94,6 +95,11 @@ CONTROLS_JS = """(i) => {
     else if (e.tagName === 'INPUT' && e.type === 'range')
       out.push([name, Number(e.max) - Number(e.min) + 1, Number(e.min)]);
     else if (e.tagName !== 'INPUT') out.push([name, e.querySelectorAll('button').length, 0]);
+  });
+  out.forEach((c) => {                 // the option shown now (an index counted from 0)
+    const e = root.querySelector(`[data-control="${c[0]}"]`);
+    if (e.tagName === 'SELECT' || e.tagName === 'INPUT') c.push(Number(e.value) - c[2]);
+    else c.push(Math.max(0, [...e.querySelectorAll('button')].findIndex((b) => b.classList.contains('on'))));
   });
   return out;
 }"""

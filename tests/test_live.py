@@ -30,7 +30,7 @@ def _png_size(url: str):
 def test_every_combination_is_what_the_panel_shows():
     boxes = torch.tensor([[4.0, 4.0, 30.0, 40.0], [20.0, 10.0, 60.0, 44.0]])
     panel = widgets.resolution_widget(_image(), boxes, d_values=(4, 8, 16), d=8)
-    lp = live.to_live(panel, max_width=300)
+    lp = live.to_live(panel, max_width=300, close=False)
     assert [c["name"] for c in lp.controls] == ["d", "mask"]
     assert lp.controls[0]["options"] == ["4", "8", "16"] and lp.controls[0]["kind"] == "slider"
     assert lp.controls[1]["kind"] == "toggle" and len(lp.controls[1]["options"]) == 5
@@ -54,7 +54,7 @@ def test_dependent_options_and_shared_frames():
     from dnnod.viz import explore
 
     panel = explore.pr_widget(_pr_results())
-    lp = live.to_live(panel, {"data": None, "class": None, "cut": [0, 100, 100]})
+    lp = live.to_live(panel, {"data": None, "class": None, "cut": [0, 100, 100]}, close=False)
     assert lp.depends["class"] == {"0": ["circle", "square"], "1": ["person"]}
     assert "cut" not in lp.depends
     assert len(lp.table) == 2 * 3 + 1 * 3
@@ -76,7 +76,7 @@ def test_float_slider_needs_a_grid_and_labels_follow_it():
     panel = compare.compare_widget(images, gts, {"A": [det, det], "B": [det, det]})
     with pytest.raises(ValueError, match="explicit grid"):
         live.to_live(panel)
-    lp = live.to_live(panel, {"image": None, "threshold": [0.2, 0.5]})
+    lp = live.to_live(panel, {"image": None, "threshold": [0.2, 0.5]}, close=False)
     assert lp.controls[1]["options"] == ["0.2", "0.5"]
     assert lp.values == [0, 1]                          # the Panel's 0.5
     assert "2 boxes" in lp.frame([0, 0])[1] and "1 boxes" in lp.frame([0, 1])[1]
@@ -88,3 +88,14 @@ def test_iou_live_starts_at_the_given_boxes():
     assert got == {"Ax": 30, "Ay": 30, "Aw": 100, "Ah": 80, "Bx": 80, "By": 60, "Bw": 100, "Bh": 90}
     with pytest.raises(ValueError):
         live.iou_live(box_a=(30, 30, 30, 110))
+
+
+def test_closing_leaves_only_the_live_panel_to_store():
+    """By default the Panel is closed: a notebook stores the live panel, not the Panel's picture."""
+    panel = widgets.resolution_widget(_image(), torch.tensor([[4.0, 4.0, 30.0, 40.0]]),
+                                      d_values=(4, 8), d=8)
+    held = [panel, panel.image, panel.info, *panel.controls.values()]
+    assert all(w.comm is not None for w in held)
+    lp = live.to_live(panel)
+    assert all(w.comm is None for w in held)
+    assert lp.comm is not None and len(lp.table) == 10

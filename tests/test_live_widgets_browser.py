@@ -69,22 +69,31 @@ def drive(pg, i: int, rng: random.Random) -> list:
     controls = pg.evaluate(CONTROLS_JS, i)
     assert controls, f"widget {i} has no controls"
     dead = []
-    for name, n, lo in controls:
+    for k in range(len(controls)):
+        name, n, lo, now = pg.evaluate(CONTROLS_JS, i)[k]   # options may depend on earlier controls
+        for j in range(k):                   # one option here: look for more under another choice
+            if n >= 2:
+                break
+            nj, loj = controls[j][1], controls[j][2]
+            for p in range(nj):
+                pg.evaluate(SET_JS, [i, controls[j][0], loj + p])
+                name, n, lo, now = pg.evaluate(CONTROLS_JS, i)[k]
+                if n >= 2:
+                    break
         if n < 2:
+            dead.append(f"{name} (never more than one option)")
             continue
-        picks = sorted({0, n // 2, n - 1, *rng.sample(range(n), min(n, 3))})
-        picks = [p for p in picks if p != 0] + [0]            # end where each control starts
+        picks = sorted({0, n // 2, n - 1, *rng.sample(range(n), min(n, 3))} - {now}) + [now]
         seen = {signature(pg, i)}
-        before = len(seen)
-        for p in picks:
+        for p in picks:                                   # ... and back where it started
             pg.evaluate(SET_JS, [i, name, lo + p])
             seen.add(signature(pg, i))
-        if len(seen) == before:
+        if len(seen) == 1:
             dead.append(name)
     # quick succession: random controls, random options, no waiting between them
     moves = []
     for _ in range(60):
-        name, n, lo = rng.choice(controls)
+        name, n, lo, _now = rng.choice(controls)
         moves.append([i, name, lo + rng.randrange(max(n, 1))])
     pg.evaluate(f"(moves) => {{ const set = {SET_JS}; for (const m of moves) set(m); }}", moves)
     return dead
@@ -141,7 +150,7 @@ def test_frames_panel_follows_every_control(browser, tmp_path):
     from dnnod.viz import explore, live
 
     panel = explore.pr_widget(_pr_results())
-    lp = live.to_live(panel, {"data": None, "class": None, "cut": [0, 30, 60, 100]})
+    lp = live.to_live(panel, {"data": None, "class": None, "cut": [0, 30, 60, 100]}, close=False)
     assert len(lp.table) == (2 + 1) * 4                     # two classes + one class, four cut-offs
     pg = open_page(browser, write_page(lp, tmp_path).as_uri(), 1)
     st = {"mode": "frames", "table": lp.table, "infos": lp.infos, "frames": lp.frames}

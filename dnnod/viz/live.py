@@ -108,7 +108,7 @@ def _kind_of(w) -> str:
 
 def to_live(panel, grid: Optional[Mapping[str, Optional[Sequence[Any]]]] = None, *,
             colors: int = 128, max_width: Optional[int] = None, jpeg: Optional[int] = None,
-            labels: Optional[Mapping[str, Any]] = None) -> LivePanel:
+            labels: Optional[Mapping[str, Any]] = None, close: bool = True) -> LivePanel:
     """A :class:`LivePanel` showing ``panel`` (a :class:`dnnod.viz.widgets.Panel`) for every
     combination of its controls' options, drawn by the panel's own render callback.
 
@@ -117,7 +117,9 @@ def to_live(panel, grid: Optional[Mapping[str, Optional[Sequence[Any]]]] = None,
     control whose options depend on others must come after them. A value not offered by the
     control at some combination is skipped there. ``labels``: control name -> a function
     value -> label, for sliders over floats. Frames become ``colors``-colour palette PNGs (or JPEGs
-    of quality ``jpeg``) at most ``max_width`` px wide. The panel is left at its starting values.
+    of quality ``jpeg``) at most ``max_width`` px wide. The panel is left at its starting values;
+    with ``close`` (the default) it and its controls are closed, so a notebook does not store
+    their state (the picture) beside the live panel's.
     """
     grid = dict(grid) if grid is not None else {k: None for k in panel.controls}
     names = list(grid)
@@ -208,8 +210,29 @@ def to_live(panel, grid: Optional[Mapping[str, Optional[Sequence[Any]]]] = None,
     kids = panel.children
     if kids and type(kids[0]).__name__ == "HTML" and kids[0].value.startswith("<b>"):
         title = kids[0].value[3:-4]
-    return LivePanel(title=title, mode="frames", controls=controls, depends=depends, values=values,
-                     frames=frames, infos=infos, table=table, frame_width=width)
+    result = LivePanel(title=title, mode="frames", controls=controls, depends=depends, values=values,
+                       frames=frames, infos=infos, table=table, frame_width=width)
+    if close:
+        _close_tree(panel)
+    return result
+
+
+def _close_tree(w) -> None:
+    """Close widget ``w``, everything it holds (children, controls, picture) and their layouts
+    and styles: models a notebook would otherwise store."""
+    todo, seen = [w], set()
+    while todo:
+        x = todo.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        todo += list(getattr(x, "children", ()) or ())
+        todo += list((getattr(x, "controls", None) or {}).values()) if isinstance(
+            getattr(x, "controls", None), dict) else []
+        todo += [v for v in (getattr(x, "image", None), getattr(x, "info", None),
+                             getattr(x, "layout", None), getattr(x, "style", None))
+                 if v is not None and hasattr(v, "close")]
+        x.close()
 
 
 def _width_of(data: bytes) -> int:
