@@ -34,6 +34,21 @@ def notebook_live(nb_path: Path) -> Tuple[Dict, List[str]]:
     return state, shown
 
 
+def html_live(html: str) -> Tuple[Dict, List[str]]:
+    """(the widget state a built HTML page stores, ids of the live models it displays, in order)."""
+    import re
+
+    tag = r'<script[^>]*type="application/vnd\.jupyter\.widget-{}\+json"[^>]*>(.*?)</script>'
+    m = re.search(tag.format("state"), html, re.S)
+    state = json.loads(m.group(1).replace("<\\/", "</"))["state"] if m else {}
+    shown = []
+    for v in re.finditer(tag.format("view"), html, re.S):
+        mid = json.loads(v.group(1))["model_id"]
+        if mid in state and is_live(state[mid]):
+            shown.append(mid)
+    return state, shown
+
+
 def state_size(state: Dict, model_id: str) -> int:
     """Bytes of one model's stored state (JSON)."""
     return len(json.dumps(state[model_id]))

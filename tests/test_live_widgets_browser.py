@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from live_page import CONTROLS_JS, SET_JS, SIGNATURE_JS, notebook_live, write_state_page
+from live_page import CONTROLS_JS, SET_JS, SIGNATURE_JS, html_live, notebook_live, write_state_page
 from maskpaint_page import CHROMIUM, ROOT, launch, write_page
 
 playwright_api = pytest.importorskip(
@@ -220,7 +220,8 @@ def test_built_pages_are_live(browser, stem):
     html = page.read_text(encoding="utf-8")
     if "dnnod.viz.live" not in html and '"start_boxes"' not in html:
         pytest.skip(f"{page.name} holds no live widget")
-    state, ids = notebook_live(ROOT / "book" / f"{stem}.ipynb")
+    state, ids = html_live(html)
+    assert ids, f"{page.name}: no live widget view found in the page"
     pg = open_page(browser, page.as_uri(), len(ids))
     check_page(pg, [state[m]["state"] for m in ids])
     pg.close()
