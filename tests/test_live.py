@@ -54,7 +54,7 @@ def test_dependent_options_and_shared_frames():
     from dnnod.viz import explore
 
     panel = explore.pr_widget(_pr_results())
-    lp = live.to_live(panel, {"data": None, "class": None, "cut": [0, 100, 100]}, close=False)
+    lp = live.to_live(panel, grid={"data": None, "class": None, "cut": [0, 100, 100]}, close=False)
     assert lp.depends["class"] == {"0": ["circle", "square"], "1": ["person"]}
     assert "cut" not in lp.depends
     assert len(lp.table) == 2 * 3 + 1 * 3
@@ -76,7 +76,7 @@ def test_float_slider_needs_a_grid_and_labels_follow_it():
     panel = compare.compare_widget(images, gts, {"A": [det, det], "B": [det, det]})
     with pytest.raises(ValueError, match="explicit grid"):
         live.to_live(panel)
-    lp = live.to_live(panel, {"image": None, "threshold": [0.2, 0.5]}, close=False)
+    lp = live.to_live(panel, grid={"image": None, "threshold": [0.2, 0.5]}, close=False)
     assert lp.controls[1]["options"] == ["0.2", "0.5"]
     assert lp.values == [0, 1]                          # the Panel's 0.5
     assert "2 boxes" in lp.frame([0, 0])[1] and "1 boxes" in lp.frame([0, 1])[1]
@@ -99,3 +99,15 @@ def test_closing_leaves_only_the_live_panel_to_store():
     lp = live.to_live(panel)
     assert all(w.comm is None for w in held)
     assert lp.comm is not None and len(lp.table) == 10
+
+
+def test_a_builder_opens_no_comm_and_slices_pick_options():
+    """Built by to_live, the Panel's widgets open no comm (a notebook stores none of them);
+    a slice in the grid offers those options of a control."""
+    lp = live.to_live(widgets.resolution_widget, _image(), torch.tensor([[4.0, 4.0, 30.0, 40.0]]),
+                      d_values=(4, 8, 16, 24), d=8, grid={"d": slice(1, 3), "mask": ["full"]})
+    assert lp.controls[0]["options"] == ["8", "16"] and lp.controls[1]["options"] == ["full"]
+    assert sorted(lp.table) == ["0,0", "1,0"] and lp.values == [0, 0]
+    assert lp.comm is not None
+    with pytest.raises(TypeError):
+        live.to_live(widgets.resolution_widget(_image(), torch.tensor([[4.0, 4.0, 30.0, 40.0]])), 3)

@@ -150,7 +150,7 @@ def test_frames_panel_follows_every_control(browser, tmp_path):
     from dnnod.viz import explore, live
 
     panel = explore.pr_widget(_pr_results())
-    lp = live.to_live(panel, {"data": None, "class": None, "cut": [0, 30, 60, 100]}, close=False)
+    lp = live.to_live(panel, grid={"data": None, "class": None, "cut": [0, 30, 60, 100]}, close=False)
     assert len(lp.table) == (2 + 1) * 4                     # two classes + one class, four cut-offs
     pg = open_page(browser, write_page(lp, tmp_path).as_uri(), 1)
     st = {"mode": "frames", "table": lp.table, "infos": lp.infos, "frames": lp.frames}

@@ -21,9 +21,9 @@ With a kernel the same widget works in Jupyter and Colab (the selection happens 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
-import itertools
 import pathlib
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -106,14 +106,32 @@ def _kind_of(w) -> str:
     return "slider"
 
 
-def to_live(panel, grid: Optional[Mapping[str, Optional[Sequence[Any]]]] = None, *,
+@contextlib.contextmanager
+def _no_frontend():
+    """Widgets built inside open no comm: nothing of them reaches a front end or a notebook's
+    stored widget state (nbclient keeps every model a kernel ever opened, closed or not)."""
+    import ipywidgets as W
+
+    opened = W.Widget.open
+    W.Widget.open = lambda self: None
+    try:
+        yield
+    finally:
+        W.Widget.open = opened
+
+
+def to_live(panel, *args, grid: Optional[Mapping[str, Optional[Sequence[Any]]]] = None,
             colors: int = 128, max_width: Optional[int] = None, jpeg: Optional[int] = None,
-            labels: Optional[Mapping[str, Any]] = None, close: bool = True) -> LivePanel:
+            labels: Optional[Mapping[str, Any]] = None, close: bool = True, **kwargs) -> LivePanel:
     """A :class:`LivePanel` showing ``panel`` (a :class:`dnnod.viz.widgets.Panel`) for every
     combination of its controls' options, drawn by the panel's own render callback.
 
+    ``panel`` is a Panel, or a function that builds one (called with ``*args, **kwargs``): built
+    here, its widgets never open a comm, so a notebook stores only the live panel (e.g.
+    ``to_live(explore.refine_widget, image, steps, grid={...})``).
+
     ``grid``: control name -> the values to offer (``None``: every option of a dropdown, toggle
-    or integer slider); controls are enumerated in ``grid``'s order (default: the panel's), so a
+    or integer slider; a ``slice``: those of its options); controls are enumerated in ``grid``'s order (default: the panel's), so a
     control whose options depend on others must come after them. A value not offered by the
     control at some combination is skipped there. ``labels``: control name -> a function
     value -> label, for sliders over floats. Frames become ``colors``-colour palette PNGs (or JPEGs
@@ -121,6 +139,11 @@ def to_live(panel, grid: Optional[Mapping[str, Optional[Sequence[Any]]]] = None,
     with ``close`` (the default) it and its controls are closed, so a notebook does not store
     their state (the picture) beside the live panel's.
     """
+    if not hasattr(panel, "controls"):
+        with _no_frontend():
+            panel = panel(*args, **kwargs)
+    elif args or kwargs:
+        raise TypeError("arguments after a Panel: pass the function that builds it instead")
     grid = dict(grid) if grid is not None else {k: None for k in panel.controls}
     names = list(grid)
     for n in names:
@@ -141,6 +164,9 @@ def to_live(panel, grid: Optional[Mapping[str, Optional[Sequence[Any]]]] = None,
         w = panel.controls[n]
         if grid[n] is None:
             return _options_of(w)
+        if isinstance(grid[n], slice):
+            labs, vals = _options_of(w)
+            return labs[grid[n]], vals[grid[n]]
         try:
             have = _options_of(w)[1]
         except ValueError:
@@ -212,7 +238,7 @@ def to_live(panel, grid: Optional[Mapping[str, Optional[Sequence[Any]]]] = None,
         title = kids[0].value[3:-4]
     result = LivePanel(title=title, mode="frames", controls=controls, depends=depends, values=values,
                        frames=frames, infos=infos, table=table, frame_width=width)
-    if close:
+    if close and panel.comm is not None:
         _close_tree(panel)
     return result
 
