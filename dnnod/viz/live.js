@@ -47,6 +47,8 @@ const CSS = `
 .dnnod-live { font: 13px/1.35 system-ui, sans-serif; color: #222; margin: 6px 0; }
 .dnnod-live .ttl { font-weight: 600; margin-bottom: 4px; }
 .dnnod-live .ctl { display: flex; flex-wrap: wrap; gap: 4px 18px; align-items: center; margin: 3px 0; }
+.dnnod-live[data-live-mode=iou] .ctl { display: grid; grid-template-rows: repeat(4, auto);
+  grid-auto-flow: column; justify-content: start; }
 .dnnod-live .one { display: flex; gap: 6px; align-items: center; }
 .dnnod-live .one > .lab { min-width: 64px; text-align: right; color: #444; }
 .dnnod-live .one > .val { min-width: 42px; font-variant-numeric: tabular-nums; }
