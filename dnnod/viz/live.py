@@ -131,8 +131,9 @@ def to_live(panel, *args, grid: Optional[Mapping[str, Optional[Sequence[Any]]]] 
     ``to_live(explore.refine_widget, image, steps, grid={...})``).
 
     ``grid``: control name -> the values to offer (``None``: every option of a dropdown, toggle
-    or integer slider; a ``slice``: those of its options); controls are enumerated in ``grid``'s order (default: the panel's), so a
-    control whose options depend on others must come after them. A value not offered by the
+    or integer slider; a ``slice``: those of its options); controls are enumerated in ``grid``'s
+    order (default: the panel's), so a control whose options depend on others must come after
+    them. A value not offered by the
     control at some combination is skipped there. ``labels``: control name -> a function
     value -> label, for sliders over floats. Frames become ``colors``-colour palette PNGs (or JPEGs
     of quality ``jpeg``) at most ``max_width`` px wide. The panel is left at its starting values;
