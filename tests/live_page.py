@@ -118,3 +118,21 @@ CONTROLS_JS = """(i) => {
   });
   return out;
 }"""
+
+
+def pr_results():
+    """Two data sets with different classes (the class dropdown depends on the data set)."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+
+    def curve(n):
+        hit = (torch.rand(n, generator=g) < 0.6).double()
+        tp = hit.cumsum(0)
+        return {"recall": (tp / 40).tolist(), "precision": (tp / torch.arange(1, n + 1)).tolist()}
+
+    return {"shapes": {"class_names": ["circle", "square"], "pr": {"circle": curve(50), "square": curve(30)},
+                       "ap_07": {"circle": 0.5, "square": 0.4}, "ap_all": {"circle": 0.52, "square": 0.41},
+                       "npos": {"circle": 40, "square": 40}},
+            "people": {"class_names": ["person"], "pr": {"person": curve(60)}, "ap_07": {"person": 0.6},
+                       "ap_all": {"person": 0.61}, "npos": {"person": 40}}}

@@ -49,11 +49,11 @@ def test_every_combination_is_what_the_panel_shows():
 
 
 def test_dependent_options_and_shared_frames():
-    from test_live_widgets_browser import _pr_results
+    from live_page import pr_results
 
     from dnnod.viz import explore
 
-    panel = explore.pr_widget(_pr_results())
+    panel = explore.pr_widget(pr_results())
     lp = live.to_live(panel, grid={"data": None, "class": None, "cut": [0, 100, 100]}, close=False)
     assert lp.depends["class"] == {"0": ["circle", "square"], "1": ["person"]}
     assert "cut" not in lp.depends

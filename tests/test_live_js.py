@@ -79,8 +79,8 @@ def test_iou_and_clipping_match_python(tmp_path):
                 220, 180] for _ in range(100)]
 
     # a panel whose class list depends on the data set (2 classes, then 1)
-    from test_live_widgets_browser import _pr_results  # noqa: PLC0415 - shared synthetic data
-    lp = live.to_live(explore.pr_widget, _pr_results(), grid={"data": None, "class": None, "cut": [0, 50, 100]})
+    from live_page import pr_results  # noqa: PLC0415 - shared synthetic data
+    lp = live.to_live(explore.pr_widget, pr_results(), grid={"data": None, "class": None, "cut": [0, 50, 100]})
     clamp = [[rng.randrange(-1, 4), rng.randrange(-1, 4), rng.randrange(-1, 5)] for _ in range(200)]
     out = run_js({"pairs": pairs, "sliders": sliders, "clamp": clamp, "controls": lp.controls,
                   "depends": lp.depends}, tmp_path)

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from live_page import CONTROLS_JS, SET_JS, SIGNATURE_JS, html_live, notebook_live, write_state_page
+from live_page import (CONTROLS_JS, SET_JS, SIGNATURE_JS, html_live, notebook_live, pr_results,
+                       write_state_page)
 from maskpaint_page import CHROMIUM, ROOT, launch, write_page
 
 playwright_api = pytest.importorskip(
@@ -132,28 +133,12 @@ def check_page(pg, states: list) -> None:
 
 
 # ------------------------------------------------------------------------------ synthetic
-def _pr_results():
-    """Two data sets with different classes (the class dropdown depends on the data set)."""
-    g = torch.Generator().manual_seed(1)
-
-    def curve(n):
-        hit = (torch.rand(n, generator=g) < 0.6).double()
-        tp = hit.cumsum(0)
-        return {"recall": (tp / 40).tolist(), "precision": (tp / torch.arange(1, n + 1)).tolist()}
-
-    return {"shapes": {"class_names": ["circle", "square"], "pr": {"circle": curve(50), "square": curve(30)},
-                       "ap_07": {"circle": 0.5, "square": 0.4}, "ap_all": {"circle": 0.52, "square": 0.41},
-                       "npos": {"circle": 40, "square": 40}},
-            "people": {"class_names": ["person"], "pr": {"person": curve(60)}, "ap_07": {"person": 0.6},
-                       "ap_all": {"person": 0.61}, "npos": {"person": 40}}}
-
-
 def test_frames_panel_follows_every_control(browser, tmp_path):
     """A PR-curve panel whose class list depends on the data set: every control changes the
     drawing, and what is drawn is what the Python Panel itself draws for those control values."""
     from dnnod.viz import explore, live
 
-    panel = explore.pr_widget(_pr_results())
+    panel = explore.pr_widget(pr_results())
     lp = live.to_live(panel, grid={"data": None, "class": None, "cut": [0, 30, 60, 100]}, close=False)
     assert len(lp.table) == (2 + 1) * 4                     # two classes + one class, four cut-offs
     pg = open_page(browser, write_page(lp, tmp_path).as_uri(), 1)
