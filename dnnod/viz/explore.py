@@ -8,6 +8,7 @@ builder functions a test can drive by setting a control's value.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import ipywidgets as W
@@ -27,30 +28,21 @@ __all__ = ["load_book_data", "crop", "scale_boxes", "windows_figure", "window_ga
            "pr_widget"]
 
 SCALE_NAMES = ("scale 1 (whole image)", "scale 1/2", "scale 1/4")
-#: Where the book's precomputed results live online (Colab has no checkout of the repository).
-BOOK_DATA_URL = "https://raw.githubusercontent.com/dnnod/dnnod/main/book/data/"
+#: The book's precomputed results (written by :mod:`dnnod.studies`): package data, installed with
+#: ``pip install`` (Colab included), so no chapter reads anything from the network.
+BOOK_DATA = Path(__file__).resolve().parents[1] / "studies" / "results"
 
 
 def load_book_data(name: str, folder=None) -> Dict[str, Any]:
-    """A JSON file of ``book/data`` (written by :mod:`dnnod.studies.experiments`): from ``folder``, else
-    ``data/`` next to the chapter or ``book/data`` of the checkout; where neither exists (Colab),
-    downloaded from the repository (:data:`BOOK_DATA_URL`)."""
+    """A JSON file of the book's results (written by :mod:`dnnod.studies.experiments` and
+    :mod:`dnnod.studies.baselines`): from ``folder``, else from the package (:data:`BOOK_DATA`,
+    ``dnnod/studies/results``)."""
     import json
-    from pathlib import Path
-    cands = [Path(folder)] if folder is not None else [Path("data"), Path("book/data"),
-                                                        Path(__file__).resolve().parents[2] / "book" / "data"]
-    for c in cands:
-        if (c / name).is_file():
-            return json.loads((c / name).read_text())
-    if folder is not None:
-        raise FileNotFoundError(f"{Path(folder) / name} not found")
-    import urllib.request
-    try:
-        with urllib.request.urlopen(BOOK_DATA_URL + name, timeout=30) as r:
-            return json.loads(r.read().decode())
-    except OSError as e:
-        raise FileNotFoundError(f"{name}: not in {[str(c) for c in cands]} and not downloadable "
-                                f"from {BOOK_DATA_URL} ({e}); run python -m dnnod.studies.experiments") from e
+    path = Path(folder if folder is not None else BOOK_DATA) / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the book's results are written by "
+                                f"python -m dnnod.studies.experiments / dnnod.studies.baselines")
+    return json.loads(path.read_text())
 
 
 def _scale_name(s: int) -> str:
