@@ -1,6 +1,6 @@
 """What union masks cannot separate: the perfect-mask pipeline on two objects of one class.
 
-    python book/_tools/union_masks.py --scenes 50 --out book/data/ch09_union.json
+    python book/_tools/union_masks.py --scenes 50 --out dnnod/studies/results/ch09_union.json
 
 Three kinds of generated scenes, each with two square objects of one class on a 192 × 192 image:
 ``apart`` (the boxes do not touch), ``overlapping`` (the second box covers a corner of the first)
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     ap.add_argument("--scenes", type=int, default=50, help="scenes per kind")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="book/data/ch09_union.json")
+    ap.add_argument("--out", default="dnnod/studies/results/ch09_union.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)

@@ -6,7 +6,7 @@ wall time: on a shared machine wall time depends on what else runs, CPU time doe
 is 15 minutes on 2 fully used cores. No downloaded weights: ``weights=None, weights_backbone=None``
 (the backbone then trains its BatchNorm layers too).
 
-    python -m dnnod.studies.baselines fasterrcnn --budget-cpu-s 1800 --seed 0 --out book/data/ch10_fasterrcnn_s0.json
+    python -m dnnod.studies.baselines fasterrcnn --budget-cpu-s 1800 --seed 0 --out dnnod/studies/results/ch10_fasterrcnn_s0.json
 """
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """The measurements behind the book's chapters 7–9: refinement gain, AP with PR curves, error
 analysis and ablations (paper Sec. 5.2, 5.3, 6; Table 1's protocol, book appendix A).
 
-    python -m dnnod.studies.experiments refine-gain --out book/data/ch08_refine_gain.json
-    python -m dnnod.studies.experiments pr-curves   --out book/data/ch09_pr_curves.json
-    python -m dnnod.studies.experiments ablations   --out book/data/ch09_ablations.json
-    python -m dnnod.studies.experiments lambda      --out book/data/ch09_ablation_lambda.json
+    python -m dnnod.studies.experiments refine-gain --out dnnod/studies/results/ch08_refine_gain.json
+    python -m dnnod.studies.experiments pr-curves   --out dnnod/studies/results/ch09_pr_curves.json
+    python -m dnnod.studies.experiments ablations   --out dnnod/studies/results/ch09_ablations.json
+    python -m dnnod.studies.experiments lambda      --out dnnod/studies/results/ch09_ablation_lambda.json
 
 Each command evaluates the shipped weights (:func:`dnnod.checkpoint.load_pretrained`) on the
 test splits — generated shapes (the first ``--shapes-images`` of the 200-image test split) and
@@ -545,9 +545,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            batch_size=a.lambda_batch, limit=a.lambda_images, runs_dir=a.runs_dir,
                            device=a.device, threads=a.threads, argv=argv, progress=a.progress,
                            reuse=a.reuse_runs)
-        outs = {a.out or "book/data/ch09_ablation_lambda.json": res}
+        outs = {a.out or "dnnod/studies/results/ch09_ablation_lambda.json": res}
     elif a.command == "all":
-        folder = Path(a.out or "book/data")
+        folder = Path(a.out or "dnnod/studies/results")
         outs = {}
         t_all = time.perf_counter()
         for cmd, fname in (("pr-curves", "ch09_pr_curves.json"), ("refine-gain", "ch08_refine_gain.json"),

@@ -1,6 +1,6 @@
 """Two detectors side by side on stored detections (book chapter 10): a figure and a widget.
 
-The detections come from the JSON files of ``book/data`` written by :mod:`dnnod.studies.baselines`
+The detections come from the JSON files of ``dnnod/studies/results`` written by :mod:`dnnod.studies.baselines`
 (boxes ``Tensor[N, 4]`` xyxy in continuous pixel coordinates).
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ __all__ = ["detections_from_json", "found_objects", "side_by_side_figure", "comp
 
 
 def detections_from_json(dets: Sequence[Mapping[str, Any]]) -> List[Dict[str, torch.Tensor]]:
-    """The ``detections`` list of a ``book/data/ch10_*.json`` file as tensors (xyxy boxes)."""
+    """The ``detections`` list of a ``dnnod/studies/results/ch10_*.json`` file as tensors (xyxy boxes)."""
     out = []
     for i, d in enumerate(dets):
         b = torch.tensor(d["boxes"], dtype=torch.float32).reshape(-1, 4)

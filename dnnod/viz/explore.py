@@ -8,6 +8,7 @@ builder functions a test can drive by setting a control's value.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import ipywidgets as W
@@ -27,30 +28,24 @@ __all__ = ["load_book_data", "crop", "scale_boxes", "windows_figure", "window_ga
            "pr_widget"]
 
 SCALE_NAMES = ("scale 1 (whole image)", "scale 1/2", "scale 1/4")
-#: Where the book's precomputed results live online (Colab has no checkout of the repository).
-BOOK_DATA_URL = "https://raw.githubusercontent.com/dnnod/dnnod/main/book/data/"
+#: Width (inches) of the six-panel galleries (a crop and its five masks per row): at the book's
+#: 100 dpi and a 720 px content column their 10 pt titles show at >= 10 px.
+GALLERY_WIDTH_IN = 9.4
+#: The book's precomputed results (written by :mod:`dnnod.studies`): package data, installed with
+#: ``pip install`` (Colab included), so no chapter reads anything from the network.
+BOOK_DATA = Path(__file__).resolve().parents[1] / "studies" / "results"
 
 
 def load_book_data(name: str, folder=None) -> Dict[str, Any]:
-    """A JSON file of ``book/data`` (written by :mod:`dnnod.studies.experiments`): from ``folder``, else
-    ``data/`` next to the chapter or ``book/data`` of the checkout; where neither exists (Colab),
-    downloaded from the repository (:data:`BOOK_DATA_URL`)."""
+    """A JSON file of the book's results (written by :mod:`dnnod.studies.experiments` and
+    :mod:`dnnod.studies.baselines`): from ``folder``, else from the package (:data:`BOOK_DATA`,
+    ``dnnod/studies/results``)."""
     import json
-    from pathlib import Path
-    cands = [Path(folder)] if folder is not None else [Path("data"), Path("book/data"),
-                                                        Path(__file__).resolve().parents[2] / "book" / "data"]
-    for c in cands:
-        if (c / name).is_file():
-            return json.loads((c / name).read_text())
-    if folder is not None:
-        raise FileNotFoundError(f"{Path(folder) / name} not found")
-    import urllib.request
-    try:
-        with urllib.request.urlopen(BOOK_DATA_URL + name, timeout=30) as r:
-            return json.loads(r.read().decode())
-    except OSError as e:
-        raise FileNotFoundError(f"{name}: not in {[str(c) for c in cands]} and not downloadable "
-                                f"from {BOOK_DATA_URL} ({e}); run python -m dnnod.studies.experiments") from e
+    path = Path(folder if folder is not None else BOOK_DATA) / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the book's results are written by "
+                                f"python -m dnnod.studies.experiments / dnnod.studies.baselines")
+    return json.loads(path.read_text())
 
 
 def _scale_name(s: int) -> str:
@@ -106,7 +101,7 @@ def windows_figure(image, result, gt_boxes=None):
     """The windows of every scale drawn on the image (paper Sec. 5.3), one panel per scale."""
     import matplotlib.pyplot as plt
     S = len(result["windows"])
-    fig, axes = plt.subplots(1, S, figsize=(3.4 * S, 3.4 * image.shape[1] / image.shape[2] + 0.4))
+    fig, axes = plt.subplots(1, S, figsize=(3.15 * S, 3.15 * image.shape[1] / image.shape[2] + 0.5))
     axes = np.atleast_1d(axes)
     for s, ax in enumerate(axes):
         w = result["windows"][s]
@@ -127,12 +122,12 @@ def window_gallery(image, result, picks: Sequence[Tuple[int, int]], label: int =
     n = len(picks)
     if n == 0:
         raise ValueError("window_gallery needs at least one (scale, window) pick")
-    fig, axes = plt.subplots(n, 6, figsize=(11, 1.95 * n), squeeze=False)
+    fig, axes = plt.subplots(n, 6, figsize=(GALLERY_WIDTH_IN, 1.85 * n), squeeze=False)
     for r, (s, k) in enumerate(picks):
         win = result["windows"][s][k]
         c = crop(image, win)
         m = result["window_masks"][s][k, label - 1]
-        plot.show_image(axes[r, 0], c, title=f"{_scale_name(s)}, window {k}")
+        plot.show_image(axes[r, 0], c, title=f"{_scale_name(s)}\nwindow {k}")
         for t in range(5):
             plot.overlay_mask(axes[r, t + 1], c, m[t], title=MASK_TYPES[t] if r == 0 else None)
     fig.tight_layout()
@@ -144,8 +139,8 @@ def merged_figure(image, result, label: int = 1, types: Sequence[str] = MASK_TYP
     mask types."""
     import matplotlib.pyplot as plt
     S = len(result["merged_masks"])
-    fig, axes = plt.subplots(S, len(types), figsize=(2.2 * len(types), 2.2 * S * image.shape[1]
-                                                    / image.shape[2] + 0.3), squeeze=False)
+    fig, axes = plt.subplots(S, len(types), figsize=(1.8 * len(types), 1.8 * S * image.shape[1]
+                                                    / image.shape[2] + 0.5), squeeze=False)
     H, W_ = image.shape[1:]
     for s in range(S):
         m = result["merged_masks"][s][label - 1]
@@ -171,7 +166,7 @@ def scale_boxes_figure(image, result, class_names: Optional[Sequence[str]] = Non
     C = len(result["candidates_nms"][0])
     if labelled is None:
         labelled = max(1, 3 // C)
-    fig, axes = plt.subplots(1, S, figsize=(3.4 * S, 3.4 * image.shape[1] / image.shape[2] + 0.4))
+    fig, axes = plt.subplots(1, S, figsize=(3.15 * S, 3.15 * image.shape[1] / image.shape[2] + 0.5))
     axes = np.atleast_1d(axes)
     for s, ax in enumerate(axes):
         n = 0
@@ -305,7 +300,7 @@ def _refine_row(axes, image, steps, i, class_names=None, gt_boxes=None, titles=T
     cr = crop(image, c)
     off = torch.floor(torch.tensor([float(c[0]), float(c[1])] * 2))
     lab = int(steps["labels"][i])
-    plot.show_image(axes[0], cr, title=f"detection {i}: crop (1.2×)" if titles else None)
+    plot.show_image(axes[0], cr, title=f"detection {i}\ncrop (1.2×)" if titles else None)
     if gt_boxes is not None and len(gt_boxes):
         plot.draw_boxes(axes[0], torch.as_tensor(gt_boxes).double() - off, color=plot.GT_COLOR,
                         linewidth=1, linestyle=":", text=False)
@@ -327,7 +322,7 @@ def refine_figure(image, steps, indices: Sequence[int], class_names=None, gt_box
     n = len(indices)
     if n == 0:
         raise ValueError("refine_figure needs at least one detection index")
-    fig, axes = plt.subplots(n, 6, figsize=(11, 1.95 * n), squeeze=False)
+    fig, axes = plt.subplots(n, 6, figsize=(GALLERY_WIDTH_IN, 1.85 * n), squeeze=False)
     for r, i in enumerate(indices):
         _refine_row(axes[r], image, steps, i, class_names, gt_boxes, titles=(r == 0))
     fig.tight_layout()

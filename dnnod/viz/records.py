@@ -1,5 +1,5 @@
 """Where every stored number of the book comes from: the tables of the appendix "Reproducing every
-number", generated from the records themselves (``book/data/*.json``, ``dnnod/weights/eval.json``
+number", generated from the records themselves (``dnnod/studies/results/*.json``, ``dnnod/weights/eval.json``
 and the shipped checkpoints' ``meta``), never typed by hand.
 
     from dnnod.viz.records import chapter_rows, markdown_table
@@ -40,15 +40,22 @@ LIVE = {1: "01_introduction", 2: "02_detection", 3: "03_masks", 4: "04_network",
 @functools.lru_cache(maxsize=None)
 def git_stamp(path: str) -> str:
     """``"<commit> (<date>)"`` of the last commit that wrote ``path`` (relative to the repository
-    root), or ``""`` where there is no git history (an installed package, Colab)."""
+    root; a commit that only moved the file does not count), or ``""`` where there is no git
+    history (an installed package, Colab)."""
     if not (ROOT / ".git").exists():
         return ""
     try:
-        out = subprocess.run(["git", "log", "-1", "--format=%h (%cs)", "--", path], cwd=ROOT,
-                             capture_output=True, text=True, timeout=20)
+        out = subprocess.run(["git", "log", "--follow", "--format=@%h (%cs)", "--name-status", "--", path],
+                             cwd=ROOT, capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.SubprocessError):
         return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
+    if out.returncode != 0:
+        return ""
+    for entry in out.stdout.split("@")[1:]:
+        lines = [x for x in entry.splitlines() if x.strip()]
+        if lines and not any(x.startswith("R100") for x in lines[1:]):
+            return lines[0].strip()
+    return ""
 
 
 def _record(path: str) -> str:
@@ -108,7 +115,7 @@ def _experiment_rows(fname: str, values) -> List[dict]:
             cmd, wall = d["command"], d.get("all_wall_time_s", d.get("wall_time_s"))
         for number, value in values(name, entry):
             rows.append(_row(number, value, f"`{cmd}`", "– (no sampling)", _minutes(wall),
-                             _threads(d.get("torch_threads")), _record(f"book/data/{fname}")))
+                             _threads(d.get("torch_threads")), _record(f"dnnod/studies/results/{fname}")))
     return rows
 
 
@@ -145,17 +152,17 @@ def chapter_rows(chapter: int) -> List[dict]:
             rows.append(_row(f"λ = {r['lam']:g}: mAP (VOC07), {lam['eval_images']} shapes test images, "
                              f"{b['steps']} steps", f"{r['map_07']:.3f}", f"`{lam['command']}`", "0",
                              _minutes(lam["wall_time_s"]) + " (all four)", _threads(lam.get("torch_threads")),
-                             _record("book/data/ch09_ablation_lambda.json")))
+                             _record("dnnod/studies/results/ch09_ablation_lambda.json")))
         un = _data("ch09_union.json")
         for kind, r in un["results"].items():
             rows.append(_row(f"perfect masks, two objects of one class {kind}: AP (VOC07), "
                              f"{r['scenes']} scenes", f"{r['ap_07']:.3f}", f"`{un['command']}`",
                              un["seed"], _minutes(un["wall_time_s"]) + " (all three kinds)",
-                             _threads(un.get("torch_threads")), _record("book/data/ch09_union.json")))
+                             _threads(un.get("torch_threads")), _record("dnnod/studies/results/ch09_union.json")))
         t1 = _data("ch09_paper_table1.json")
         rows.append(_row("the paper's Table 1 (VOC2007 test AP)",
                          f"DetectorNet mAP {t1['map']['DetectorNet']:.3f} (mean of the paper's per-class AP)",
-                         "read from the paper", "–", "–", "–", _record("book/data/ch09_paper_table1.json")))
+                         "read from the paper", "–", "–", "–", _record("dnnod/studies/results/ch09_paper_table1.json")))
         return rows
     if chapter == 10:
         rows = []
@@ -164,35 +171,35 @@ def chapter_rows(chapter: int) -> List[dict]:
             d = _data(fname)
             rows.append(_row(f"{label}: AP, {d['test_images']} Penn-Fudan test images", f"{d['ap50_voc07']:.3f}",
                              f"`{d['command']}`", "–", f"{d['cpu_seconds_per_image']:.2f} CPU s per image",
-                             _threads(d.get("torch_threads")), _record(f"book/data/{fname}")))
+                             _threads(d.get("torch_threads")), _record(f"dnnod/studies/results/{fname}")))
             if "budget" in fname:
                 rows.append(_row(f"{label}: training", "the weights", f"`{d['train_command']}`", "0", "–",
-                                 d["train_hardware"], _record(f"book/data/{fname}")))
+                                 d["train_hardware"], _record(f"dnnod/studies/results/{fname}")))
         for fname, label in (("ch10_detectornet_cost.json", "DetectorNet tiny (shipped)"),
                              ("ch10_detectornet_budget_cost.json", "DetectorNet tiny (300 steps)")):
             d = _data(fname)
             rows.append(_row(f"{label}: training CPU time (estimated, {d['steps']} steps)",
                              f"{d['cpu_s_estimate']:.0f} CPU s ({d['cpu_s_per_step']:.2f} per step)",
                              f"`{d['command']}`", "0", _minutes(d.get("wall_time_s")) + " (training wall time)",
-                             d["train_hardware"], _record(f"book/data/{fname}")))
+                             d["train_hardware"], _record(f"dnnod/studies/results/{fname}")))
         fr = _data("ch10_fasterrcnn_s0.json")
         for c in fr["curve"]:
             rows.append(_row(f"Faster R-CNN from scratch: AP after {c['steps']} steps",
                              f"{c['ap50_voc07']:.3f}", f"`{fr['command']}`", fr["seed"],
                              f"{c['train_cpu_s']:.0f} CPU s", fr["hardware"],
-                             _record("book/data/ch10_fasterrcnn_s0.json")))
+                             _record("dnnod/studies/results/ch10_fasterrcnn_s0.json")))
         hd = _data("ch10_heads.json")
         for h in hd["heads"]:
             rows.append(_row(f"mask head `{h['head']}`: mAP after {h['steps']} steps, shapes",
                              f"{h['map']:.3f}", f"`{hd['command']}`", hd["seed"],
                              f"{h['train_cpu_s']:.0f} CPU s", _threads(hd.get("torch_threads")),
-                             _record("book/data/ch10_heads.json")))
+                             _record("dnnod/studies/results/ch10_heads.json")))
         gpu = _data("ch10_gpu_runs.json")
         for r in gpu["runs"]:
             rows.append(_row(f"GPU run `{r['run']}` ({r['data']}, {r['arch']}, {r['head']}): mAP",
                              f"{r['map']:.3f}", f"`{gpu['command']}`", "see the run name",
                              _minutes(r["wall_s"]), r.get("hardware", "–"),
-                             _record("book/data/ch10_gpu_runs.json")))
+                             _record("dnnod/studies/results/ch10_gpu_runs.json")))
         return rows
     raise ValueError(f"no records for chapter {chapter}")
 
