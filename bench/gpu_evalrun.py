@@ -5,7 +5,7 @@ import torch
 torch.set_num_threads(1)
 from dnnod.checkpoint import load_checkpoint
 from dnnod.data import make_dataset
-from dnnod.evaluate import evaluate_model
+from dnnod.assess import evaluate_model
 run = Path(sys.argv[1]); data = sys.argv[2]
 f = run / "model.pt"
 partial = not f.is_file()

@@ -1,7 +1,7 @@
 """The GPU session's results as the book's table: `python bench/gpu_runs_to_book.py OUT_DIR`.
 
-OUT_DIR is what `bench/gpu_session_2.sh` left in $OUT (results.json and logs.tgz). Writes
-book/data/ch10_gpu_runs.json: each run's test AP (with and without refinement), steps, wall time,
+OUT_DIR is what `bench/gpu_book_runs.sh` left in $OUT (results.json and logs.tgz). Writes
+dnnod/studies/results/ch10_gpu_runs.json: each run's test AP (with and without refinement), steps, wall time,
 hardware and per-epoch log, plus its data, arch and head, read off the run names that the session
 script gives (`s_*` shapes, `p_*` Penn-Fudan; `paper` in the name: paper arch; `fc`: fc head;
 every other run is tiny with the conv head).
@@ -15,7 +15,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parents[1] / "book" / "data" / "ch10_gpu_runs.json"
+OUT = Path(__file__).resolve().parents[1] / "dnnod" / "studies" / "results" / "ch10_gpu_runs.json"
 KEYS = ("run", "map", "ap", "map_norefine", "steps", "wall_s", "hardware", "s_per_img")
 
 
@@ -35,7 +35,7 @@ def main(folder: str) -> None:
                          "arch": "paper" if "paper" in name else "tiny",
                          "head": "fc" if "fc" in name else "conv",
                          "epochs": epochs(name)})
-    out = {"command": "bash bench/gpu_session_2.sh (device tool, NVIDIA H200, 2026-11-26), then "
+    out = {"command": "bash bench/gpu_book_runs.sh (device tool, NVIDIA H200, 2026-11-26), then "
                       "python bench/gpu_runs_to_book.py OUT",
            "note": "test AP by bench/gpu_evalrun.py = dnnod.evaluate.evaluate_model with detect defaults "
                    "(3 scales, refinement) on the GPU machine; Penn-Fudan test images there were JPEG q92 "

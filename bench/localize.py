@@ -8,7 +8,11 @@ Eq. 3 throughput in box-mask scores per second for
     and of a dataset of equal-sized images),
   * the separable matmul path on the same lattice (exact for any geometry; refinement uses it),
   * "+ all K boxes": `score_candidates` as a whole, which also returns every candidate box
-    ([K, 4] float64, built in the call — not scoring, but part of that function's cost),
+    ([K, 4] float64; memoised with the lattice, so for the next image of a size it is free),
+  * "plain gather Eq.2 x5": the textbook way, for reference — each mask upsampled to the image's
+    pixels, its integral image, and Eq. 2 of every box (corners rounded to pixels) as four
+    gathers per box and mask, for all 5 masks; the line "ratio" compares it with
+    `score_candidates` as a whole (boxes included), timed in the same run (target >= 10x),
   * the integral-image path for arbitrary boxes (`mask_score` / `box_scores`),
   * a brute-force reference (per-cell rectangle intersection, vectorised numpy, on a subsample),
 and peak extra memory (tracemalloc does not see torch's allocator, so we report the growth of
@@ -30,9 +34,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from dnnod.localize import (_lattice_cached, _score_lattice, box_scores,  # noqa: E402
-                            candidate_boxes, extract_boxes, make_lattice, mask_score,
-                            score_candidates)
+from dnnod.localize import (box_scores, candidate_boxes, extract_boxes,  # noqa: E402
+                            make_lattice, mask_score, score_candidates)
+from dnnod.localize.lattice import _lattice_cached, _score_lattice  # noqa: E402
 from dnnod.masks import mask_targets  # noqa: E402
 
 
@@ -46,6 +50,17 @@ def brute_eq2(mask: np.ndarray, boxes: np.ndarray, region) -> np.ndarray:
     oy = np.clip(np.minimum(boxes[:, 3:4], ey[None, 1:]) - np.maximum(boxes[:, 1:2], ey[None, :-1]), 0, None)
     mass = np.einsum("ki,ij,kj->k", oy, mask, ox)
     return mass / ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+
+
+def plain_gather_eq2(masks: torch.Tensor, boxes: torch.Tensor, W: int, H: int) -> torch.Tensor:
+    """Eq. 2 of every box against each of the 5 masks by pixel integral images: ``[5, K]``."""
+    up = torch.nn.functional.interpolate(masks[None].double(), size=(H, W), mode="nearest")[0]
+    integral = torch.nn.functional.pad(up.cumsum(-1).cumsum(-2), (1, 0, 1, 0)).reshape(len(masks), -1)
+    x1, y1, x2, y2 = boxes.round().long().unbind(1)
+    row = W + 1
+    mass = (integral[:, y2 * row + x2] - integral[:, y1 * row + x2]
+            - integral[:, y2 * row + x1] + integral[:, y1 * row + x1])
+    return mass / ((x2 - x1) * (y2 - y1)).clamp(min=1)
 
 
 def best_of(f, n=3) -> float:
@@ -97,6 +112,7 @@ def main() -> None:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     g = torch.Generator().manual_seed(0)
     rows = []
+    ratios = []
     print(f"torch {torch.__version__}, {args.threads} CPU threads"
           f"{', CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ''}")
     header = (f"{'image':>10} {'device':>6} {'candidates':>10} {'path':>22} {'time ms':>9} "
@@ -132,6 +148,8 @@ def main() -> None:
                                             [0.5 * W, 0.1 * H, 0.9 * W, 0.5 * H],
                                             [0.6 * W, 0.6 * H, 0.8 * W, 0.95 * H]]), region, 24)
             t_ex = best_of(lambda: extract_boxes(gt, region), 7)
+            t_plain = best_of(lambda: plain_gather_eq2(masks, boxes, W, H), 5)
+            ratios.append((f"{W}x{H}", dev, t_plain / t_fast))
             for name, t, n in [("brute Eq.2 (numpy)", t_b, K),
                                ("integral Eq.2", t_eq2, K),
                                ("integral Eq.3", t_eq3, 5 * K),
@@ -139,7 +157,8 @@ def main() -> None:
                                ("lattice, new size", t_cold, 5 * K),
                                ("lattice, same size", t_scores, 5 * K),
                                ("+ all K boxes", t_fast, 5 * K),
-                               ("extract_boxes (3 obj.)", t_ex, 5 * K)]:
+                               ("extract_boxes (3 obj.)", t_ex, 5 * K),
+                               ("plain gather Eq.2 x5", t_plain, 5 * K)]:
                 rows.append(dict(image=f"{W}x{H}", device=dev, candidates=K, path=name,
                                  time_ms=t * 1e3, mscores=n / t / 1e6, speedup=t_b / K * n / t))
                 r = rows[-1]
@@ -147,6 +166,11 @@ def main() -> None:
                       f"{r['mscores']:>10.1f} {r['speedup']:>8.0f}x")
             if dev == "cuda":
                 break
+    print("\nratio: plain gather of Eq. 2 over the same boxes and 5 masks / score_candidates "
+          "(boxes included), same run (target >= 10x):")
+    for img, dev, r in ratios:
+        print(f"  {img:>10} {dev:>6}: {r:6.1f}x {'ok' if r >= 10 else 'BELOW TARGET'}")
+        rows.append(dict(image=img, device=dev, ratio_plain_over_score_candidates=r))
     print("\npeak extra memory of score_candidates (fresh process, RSS growth):")
     for W, H in [(500, 375), (1000, 1000)]:
         extra, outputs = peak_rss_case(W, H, args.threads)

@@ -6,7 +6,9 @@ coordinates (pixel edges, x to the right, y down); aspect ratio = width / height
 """
 from __future__ import annotations
 
-from typing import Sequence, Union
+import functools
+import math
+from typing import Sequence, Tuple, Union
 
 import torch
 
@@ -61,3 +63,30 @@ def default_device(device=None) -> torch.device:
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _check_image_size(image_size) -> Tuple[float, float]:
+    try:
+        h, w = (float(v) for v in image_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size must be (H, W); got {image_size!r}") from None
+    if not (math.isfinite(h) and math.isfinite(w) and h > 0 and w > 0):
+        raise ValueError(f"image_size (H, W) must be positive; got {tuple(image_size)!r}")
+    return h, w
+
+
+def serial(fn):
+    """Run ``fn`` with one intra-op thread. Box scoring is many small tensor ops (each well under
+    a few MB), whose OpenMP fork/join costs more than it saves — on a busy 2-core machine up to
+    100× more. The network forward keeps all threads."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        n = torch.get_num_threads()
+        if n == 1:
+            return fn(*args, **kwargs)
+        torch.set_num_threads(1)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(n)
+    return wrapper

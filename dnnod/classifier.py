@@ -1,9 +1,9 @@
-"""The box classifier that prunes detections — paper Sec. 5.2 (PAPER.md §5, filter 2).
+"""The box classifier that prunes detections — paper Sec. 5.2 (book appendix A, filter 2).
 
 The paper trains a separate AlexNet that labels a warped box as background or one of the
 classes, and keeps a localizer's box only when the classifier assigns it to the detector's class.
 :class:`BoxClassifier` is that network scaled down (``dnnod train --task classifier`` trains it
-on the Sec. 5.2 samples of :class:`dnnod.sampler.ClassifierSampler`), and
+on the Sec. 5.2 samples of :class:`dnnod.data.sampler.ClassifierSampler`), and
 :func:`make_box_classifier` turns it into the ``keep(boxes, label)`` callback that
 ``dnnod.detect.detect`` and ``dnnod.localize.extract_boxes`` take.
 """

@@ -77,7 +77,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 
 
 def _draw(image, det, class_names, path: Path, min_score: float, scale=(1.0, 1.0)) -> None:
-    """Draw boxes with PIL (kept dependency-free; the book uses dnnod.plot). ``image`` may be a
+    """Draw boxes with PIL (kept dependency-free; the book uses dnnod.viz.plot). ``image`` may be a
     reduced copy of the detected one, ``scale = (sy, sx)`` its size relative to it."""
     from PIL import Image, ImageDraw
     im = Image.fromarray(image.permute(1, 2, 0).contiguous().cpu().numpy())
@@ -203,7 +203,8 @@ def cmd_detect(a) -> int:
 def cmd_evaluate(a) -> int:
     import torch
     from .data import make_dataset
-    from .evaluate import evaluate_model, format_ap_table
+    from .assess import evaluate_model
+    from .evaluate import format_ap_table
     model = _load(a.weights, a.device)
     kw = {}
     if a.data == "shapes":
@@ -260,8 +261,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.cmd == "train":
-            from .train import _run
-            s = _run(args)
+            from .train import TrainConfig, train
+            s = train(TrainConfig.from_namespace(args))
             print(json.dumps({k: v for k, v in s.items() if k not in ("model", "epochs")}))
             return 0
         if args.cmd == "detect":

@@ -1,4 +1,4 @@
-"""The whole inference pipeline — paper Sec. 5–6 (PAPER.md §5–7), Algorithm 1:
+"""The whole inference pipeline — paper Sec. 5–6 (book appendix A), Algorithm 1:
 
 image → windows of 3 scales → network (all windows in one batch) → masks merged by max per scale
 → boxes per scale and class (Eq. 2 threshold, Eq. 3 ranking, optional classifier, NMS, top k —

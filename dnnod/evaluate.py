@@ -13,16 +13,19 @@ Semantics follow the VOC devkit (``VOCevaldet.m`` / ``voc_eval.py``):
 IoU uses continuous coordinates (``torchvision.ops.box_iou``); the devkit's ``+1`` pixel
 convention belongs to its 1-based inclusive integer boxes, which our loaders already turned into
 continuous edges.
+
+This module is model-free: it scores given detections and imports nothing of inference.
+Running a detector over a dataset and scoring it is :func:`dnnod.assess.evaluate_model`.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-__all__ = ["evaluate_detections", "voc_ap", "evaluate_model", "format_ap_table"]
+__all__ = ["evaluate_detections", "voc_ap", "format_ap_table"]
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool = True) -> float:
@@ -152,37 +155,6 @@ def evaluate_detections(detections: Sequence[Mapping[str, Any]], ground_truths: 
         res["fp"][int(c)] = int(fp.sum())
     valid = [v for v in res["ap"].values() if v == v]
     res["map"] = float(np.mean(valid)) if valid else float("nan")
-    return res
-
-
-def evaluate_model(model_or_predictor, dataset, *, progress: bool = True, limit: Optional[int] = None,
-                   iou_threshold: float = 0.5, use_07_metric: bool = True,
-                   return_detections: bool = False, **detect_kwargs) -> Dict[str, Any]:
-    """Run ``dnnod.detect.detect`` on every image of ``dataset`` (torchvision-style items) and
-    evaluate with :func:`evaluate_detections`. ``detect_kwargs`` go to ``detect`` (scales,
-    refine, threshold, device, ...). Adds ``"class_names"``, ``"images"`` and ``"seconds_per_image"``."""
-    import time
-    from tqdm.auto import tqdm
-    from .detect import detect
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    dets, gts = [], []
-    t0 = time.time()
-    for i in tqdm(range(n), disable=not progress, desc="evaluate"):
-        img, t = dataset[i]
-        d = detect(model_or_predictor, img, **detect_kwargs)
-        dets.append({k: d[k].detach().cpu() for k in ("boxes", "scores", "labels")})
-        gts.append(t)
-    secs = (time.time() - t0) / max(n, 1)
-    names = getattr(dataset, "class_names", None)
-    if names is None and hasattr(dataset, "dataset"):
-        names = getattr(dataset.dataset, "class_names", None)
-    num_classes = getattr(model_or_predictor, "num_classes", None)
-    labels = list(range(1, num_classes + 1)) if num_classes else None
-    res = evaluate_detections(dets, gts, iou_threshold=iou_threshold, use_07_metric=use_07_metric,
-                              labels=labels)
-    res.update(class_names=list(names) if names else None, images=n, seconds_per_image=secs)
-    if return_detections:
-        res["detections"] = dets
     return res
 
 

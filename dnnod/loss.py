@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-#: The paper gives no value for λ ("small", λ ∈ R+). 0.1 is ours (PAPER.md §10): for a cell that
+#: The paper gives no value for λ ("small", λ ∈ R+). 0.1 is ours (book appendix A, departures): for a cell that
 #: is covered with probability p the loss-optimal output is p(1+λ)/(p+λ), so with λ = 0.1 a cell
 #: covered one time in ten already predicts 0.55 — above the 0.5 box threshold — while λ = 1
 #: would need p = 1/3. The book's λ sweep (0.01, 0.1, 1) shows the trade-off.

@@ -7,7 +7,7 @@ left / right half)::
 
     m^h(i, j) = area(T(i, j) ∩ U_h) / area(T(i, j))            (Eq. 1)
 
-Union, not sum: two overlapping objects never give more than 1 (PAPER.md §10, ours).
+Union, not sum: two overlapping objects never give more than 1 (book appendix A, departures, ours).
 
 Boxes follow the package convention: ``Tensor[N, 4]`` as ``(x1, y1, x2, y2)`` in continuous
 pixel coordinates (pixel edges, x right, y down).

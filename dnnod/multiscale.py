@@ -1,11 +1,11 @@
-"""Multi-scale inference windows and mask merging — paper Sec. 5.3 (PAPER.md §6, §10).
+"""Multi-scale inference windows and mask merging — paper Sec. 5.3 (book appendix A).
 
 The network sees a whole image only at 225×225, so one 24×24 mask is too coarse for small
 objects. The paper runs it on windows at three scales — the whole image, then windows half the
 previous size — overlapping by 20% of their area, "usually fewer than 40" in all. Per scale, the
 window masks are pasted into one image-level mask per class and mask type and merged by max.
 
-Layout (ours, PAPER.md §10): windows keep the image's aspect ratio; at scale s (0-based) they are
+Layout (ours, book appendix A, departures): windows keep the image's aspect ratio; at scale s (0-based) they are
 ``W/2^s × H/2^s`` and ``n_s`` per axis, evenly spaced from edge to edge with ``n_s`` the smallest
 count giving neighbours ≥ ``overlap`` of their area in common: 1 + 9 + 25 = 35 windows.
 
@@ -27,8 +27,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ._validate import as_boxes
-from .localize import _check_image_size, serial
+from ._validate import _check_image_size, as_boxes, serial
 
 
 def windows_per_axis(scale: int, overlap: float = 0.2) -> int:
@@ -118,11 +117,11 @@ def merge_masks(window_masks: torch.Tensor, windows, image_size: Tuple[float, fl
 # ----------------------------------------------------------------------------- image size
 #: Long side (px) of the working resolution of the box search (ours). The candidate lattice of a
 #: larger image is that of the image scaled to this size — the stride grows with the image, so the
-#: number of candidates, and the cost, stop growing. 640 px is the paper's 5 px stride at 4/3 steps
-#: per cell of the finest merged mask (d·2^(scales-1) = 96 cells per axis for d = 24 and 3
-#: scales); the paper's VOC images (500 px) have about one. Images up to 640 px are searched
-#: with the 5 px stride unchanged.
-WORK_LONG_SIDE = 640
+#: number of candidates, and the cost, stop growing. Up to 1024 px (every VOC and Penn-Fudan
+#: photo) the paper's 5 px stride is kept unchanged, so the book's measurements hold; 1024 px is
+#: about 2 steps per cell of the finest merged mask (d·2^(scales-1) = 96 cells per axis for
+#: d = 24 and 3 scales).
+WORK_LONG_SIDE = 1024
 #: Smallest refinement crop relative to the image (ours): the smallest candidate (size 0.05 of the
 #: mean image dimension, :data:`dnnod.detect.DETECT_SIZES`) enlarged by 1.2 and grown to the
 #: image's aspect ratio spans at least 0.06 of the image's width and height; 0.9 of that allows for

@@ -3,9 +3,9 @@ connected regression layer that outputs one d×d mask per (class, mask type).
 
 The paper trains a separate network per (class, mask type) and names a single network for
 all of them as future work; we build that single network: its last layer has
-``num_classes × 5 × d × d`` outputs (PAPER.md §2). Sharing the trunk is our choice.
+``num_classes × 5 × d × d`` outputs (book appendix A). Sharing the trunk is our choice.
 
-Output activation (not stated in the paper, ours; PAPER.md §10): ``"linear"`` — the literal
+Output activation (not stated in the paper, ours; book appendix A, departures): ``"linear"`` — the literal
 regression layer, clamped to [0, 1] with a straight-through gradient (the forward value is the
 clamp, the backward pass is the identity), so outputs are always valid masks yet the loss
 keeps pushing a unit that overshoots back towards its target. ``"sigmoid"`` is the option.

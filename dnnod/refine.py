@@ -1,11 +1,11 @@
-"""Refinement — paper Sec. 6 (PAPER.md §7): the network looks again, closer.
+"""Refinement — paper Sec. 6 (book appendix A): the network looks again, closer.
 
 Each detection is enlarged by 1.2 (ours: width and height about the centre, clipped to the image),
 cut out and run through the network once more (all crops in one batch); in each crop the single
 best box by Eq. 3 is re-extracted from the crop's own masks (the box extraction of Sec. 5.2 on
 the crop, with its own stride lattice; its surround term sees past the crop edge, see
 :func:`dnnod.localize.box_scores`'s ``clip``). The final confidence is that box's Eq. 3 score on the
-refinement masks (PAPER.md §10). The paper applies no further filter; we finish with a per-class
+refinement masks (book appendix A, departures). The paper applies no further filter; we finish with a per-class
 NMS, since two stage-1 boxes on one object usually refine to the same box.
 
 Candidates in a crop (ours): the crop is 1.2× the detection, so the refined box should fill
@@ -23,10 +23,10 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torchvision
 
-from ._validate import BoxesLike, as_boxes
+from ._validate import BoxesLike, _check_image_size, as_boxes, serial
 from .image import ImageLike, ImagePyramid, load_image, image_size as _image_size
-from .localize import (DEFAULT_SURROUND, _check_image_size, _score_lattice,
-                       box_scores, concat_lattices, make_lattice, nms, NMS_MODES, serial)
+from .localize import (DEFAULT_SURROUND, NMS_MODES, box_scores, concat_lattices, make_lattice, nms)
+from .localize.lattice import _score_lattice
 
 
 #: Mean box sizes scanned in a refinement crop, as fractions of its mean dimension (ours).

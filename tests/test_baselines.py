@@ -1,4 +1,4 @@
-"""dnnod.baselines (book chapter 10): the Faster R-CNN and mask-head commands on tiny budgets,
+"""dnnod.studies.baselines (book chapter 10): the Faster R-CNN and mask-head commands on tiny budgets,
 and the helpers the chapter draws with. References are written here (hand-worked boxes, brute
 force IoU), never the module's own output."""
 from __future__ import annotations
@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dnnod import baselines
+from dnnod.studies import baselines
+from dnnod.viz import compare
 from dnnod.data import data_root
 
 
@@ -45,9 +46,9 @@ def test_found_objects_hand_example():
                                   [20.0, 20.0, 30.0, 40.0],  # exact gt 1, but low score
                                   [50.0, 50.0, 60.0, 60.0]]),
            "scores": torch.tensor([0.9, 0.3, 0.8]), "labels": torch.ones(3, dtype=torch.long)}
-    assert baselines.found_objects(det, gt, threshold=0.5) == (2, 1)
-    assert baselines.found_objects(det, gt, threshold=0.2) == (3, 2)
-    assert baselines.found_objects(det, gt, threshold=0.95) == (0, 0)
+    assert compare.found_objects(det, gt, threshold=0.5) == (2, 1)
+    assert compare.found_objects(det, gt, threshold=0.2) == (3, 2)
+    assert compare.found_objects(det, gt, threshold=0.95) == (0, 0)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -60,7 +61,7 @@ def test_found_objects_matches_brute_force(seed):
     scores = torch.rand(12, generator=g)
     det = {"boxes": boxes, "scores": scores, "labels": torch.ones(12, dtype=torch.long)}
     for thr in (0.1, 0.5, 0.9):
-        assert baselines.found_objects(det, gt, thr) == _brute_found(boxes.tolist(), scores.tolist(),
+        assert compare.found_objects(det, gt, thr) == _brute_found(boxes.tolist(), scores.tolist(),
                                                                       gt.tolist(), thr)
 
 
@@ -71,11 +72,11 @@ def test_detections_json_roundtrip_and_errors():
     stored = json.loads(json.dumps(baselines._dets_json(dets)))
     assert stored[0]["boxes"] == [[1.04, 2.0, 3.0, 4.263]]        # 0.001 px
     assert stored[0]["scores"] == [0.1234568]                     # 7 significant digits
-    back = baselines.detections_from_json(stored)
+    back = compare.detections_from_json(stored)
     assert torch.allclose(back[0]["boxes"].double(), torch.tensor([[1.04, 2.0, 3.0, 4.263]], dtype=torch.float64))
     assert back[1]["boxes"].shape == (0, 4)
     with pytest.raises(ValueError, match="boxes"):
-        baselines.detections_from_json([{"boxes": [[0, 0, 1, 1]], "scores": [], "labels": [1]}])
+        compare.detections_from_json([{"boxes": [[0, 0, 1, 1]], "scores": [], "labels": [1]}])
 
 
 def _toy(n=3):
@@ -90,7 +91,7 @@ def _toy(n=3):
 
 def test_compare_widget_reacts_to_controls():
     images, gts, res = _toy()
-    panel = baselines.compare_widget(images, gts, res, threshold=0.5)
+    panel = compare.compare_widget(images, gts, res, threshold=0.5)
     png0, info0 = panel.image.value, panel.info.value
     assert png0[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<b>A</b>: 1 boxes, 1 of 1" in info0 and "<b>B</b>: 0 boxes, 0 of 1" in info0
@@ -99,14 +100,14 @@ def test_compare_widget_reacts_to_controls():
     panel.controls["image"].value = 2
     assert panel.image.value != png0
     with pytest.raises(ValueError, match="one detection dict"):
-        baselines.compare_widget(images[:2], gts, res)
+        compare.compare_widget(images[:2], gts, res)
 
 
 def test_side_by_side_figure_layout():
     import matplotlib
     matplotlib.use("Agg")
     images, gts, res = _toy()
-    fig = baselines.side_by_side_figure(images, gts, res, indices=[0, 2])
+    fig = compare.side_by_side_figure(images, gts, res, indices=[0, 2])
     assert len(fig.axes) == 4
     assert "1/1 people found" in fig.axes[0].get_title()
     import matplotlib.pyplot as plt
@@ -138,7 +139,7 @@ def test_fasterrcnn_command_tiny_budget(tmp_path):
     assert [c["budget_cpu_s"] for c in r["curve"]] == [1.0, budget]
     assert r["curve"][0]["steps"] <= r["curve"][1]["steps"]
     assert out.with_suffix(".partial.json").is_file()         # the milestone left a result
-    assert r["command"].startswith("python -m dnnod.baselines fasterrcnn")
+    assert r["command"].startswith("python -m dnnod.studies.baselines fasterrcnn")
 
 
 def test_heads_command_tiny(tmp_path):

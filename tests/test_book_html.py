@@ -137,6 +137,17 @@ def test_page_has_offline_widget_js_and_colab_button(page):
         assert "colab.research.google.com/github/" in html, f"{page}: no Colab launch button"
 
 
+@pytest.mark.parametrize("page", PAGES)
+def test_no_raw_markdown_table(page):
+    """A Markdown output (``IPython.display.Markdown``) is rendered as MyST, which has tables
+    (``nb_render_markdown_format: myst``); rendered as CommonMark it would show ``| a | b |`` and
+    ``|---|`` as plain text."""
+    html = _html(page).read_text(encoding="utf-8")
+    text = re.sub(r"<(pre|code)\b.*?</\1>", "", html, flags=re.S)      # code may show tables
+    raw = re.findall(r"\|\s*:?-{3,}:?\s*\|", text)
+    assert not raw, f"{page}: {len(raw)} Markdown table rule(s) printed as text, e.g. {raw[0]!r}"
+
+
 # ------------------------------------------------------------------------------ in the browser
 class _Server:
     """The build served over HTTP on localhost, recording every request and its status: a

@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 
 from dnnod import data as D
+from dnnod.data import fetch as FE, shapes as SH
 from dnnod.data import PennFudanDataset, ShapesDataset, VOCDataset, data_root, download
 from dnnod.masks import mask_targets
-from dnnod.sampler import ClassifierSampler, ImageBank, LocalizerSampler, flip_targets
+from dnnod.data.sampler import ClassifierSampler, ImageBank, LocalizerSampler, flip_targets
 
 PF = D.data_root() / "PennFudanPed"
 RACCOON = D.data_root() / "raccoon"
@@ -104,7 +105,7 @@ def test_shapes_distractor_dots_are_smaller_than_any_object():
 
     S, rec = 192, Recorder()
     for k in range(300):
-        D._distractors(np.random.default_rng(k), rec, S)
+        SH._distractors(np.random.default_rng(k), rec, S)
     widths = [max(x2 - x1, y2 - y1) for x1, y1, x2, y2 in rec.ellipses]
     assert len(widths) > 100
     assert max(widths) <= 0.5 * 0.08 * S + 1e-9
@@ -210,9 +211,9 @@ def test_download_offline_and_checksum(tmp_path, monkeypatch):
     import hashlib
     good = hashlib.md5(payload).hexdigest()
     with pytest.raises(ValueError, match="checksum"):
-        D._fetch(url, tmp_path / "out.bin", "0" * 32, progress=False)
+        FE._fetch(url, tmp_path / "out.bin", "0" * 32, progress=False)
     assert not (tmp_path / "out.bin").exists() and not (tmp_path / "out.bin.part").exists()
-    p = D._fetch(url, tmp_path / "out.bin", good, progress=False)
+    p = FE._fetch(url, tmp_path / "out.bin", good, progress=False)
     assert p.read_bytes() == payload
 
     # resume: a partial file is continued with a Range request (fake server honours it)
@@ -236,7 +237,7 @@ def test_download_offline_and_checksum(tmp_path, monkeypatch):
         r = Resp(payload[start:])
         r.headers = {"Content-Length": str(len(payload) - start)}
         return r
-    D._fetch("http://example.invalid/r.bin", tmp_path / "r.bin", good, opener=ranged, progress=False)
+    FE._fetch("http://example.invalid/r.bin", tmp_path / "r.bin", good, opener=ranged, progress=False)
     assert seen["range"] == "bytes=300-" and (tmp_path / "r.bin").read_bytes() == payload
 
 

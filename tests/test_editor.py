@@ -1,4 +1,4 @@
-"""The mask editor (dnnod.editor): edits change the masks exactly as a hand-written reference says,
+"""The mask editor (dnnod.viz.editor): edits change the masks exactly as a hand-written reference says,
 and the boxes of Sec. 5.2 follow the edited mass (paint creates a box, erase removes it, drag moves
 it by exactly the dragged cells, undo restores)."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from dnnod.editor import MaskEditor, eq3_terms, mask_editor_widget
+from dnnod.viz.editor import MaskEditor, eq3_terms, mask_editor_widget
 
 D = 24
 REGION = (0.0, 0.0, 240.0, 240.0)      # 10 px cells
@@ -216,8 +216,8 @@ def test_widget_apply_undo_reset_and_source_switch():
 
 def test_sampler_widget_browses_the_samplers_windows():
     from dnnod.data import ShapesDataset
-    from dnnod.editor import sampler_widget
-    from dnnod.sampler import ImageBank, LocalizerSampler
+    from dnnod.viz.editor import sampler_widget
+    from dnnod.data.sampler import ImageBank, LocalizerSampler
 
     ds = ShapesDataset("train", num_images=4, image_size=96, seed=0)
     bank = ImageBank(ds)

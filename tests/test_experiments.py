@@ -1,4 +1,4 @@
-"""Tests of dnnod.experiments (ablation switches, error analysis, CLI) and dnnod.explore (widgets).
+"""Tests of dnnod.studies.experiments (ablation switches, error analysis, CLI) and dnnod.viz.explore (widgets).
 
 References are hand-worked numbers, dnnod.evaluate's own counts and detect()'s own switches —
 never the functions' outputs fed back to themselves.
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from dnnod import explore
+from dnnod.viz import explore
 from dnnod.checkpoint import save_checkpoint
 from dnnod.detect import detect
 from dnnod.evaluate import evaluate_detections
-from dnnod.experiments import (FullMaskOnly, classify_detections, main, merge_update, run_variants,
+from dnnod.studies.experiments import (FullMaskOnly, classify_detections, main, merge_update, run_variants,
                                worst_errors)
 from dnnod.localize import box_scores
 from dnnod.net import DetectorNet
@@ -118,7 +118,7 @@ def test_cli_writes_valid_json(tmp_path, tiny_ckpt):
     res = json.loads(out.read_text())
     d = res["datasets"]["shapes"]
     assert d["images"] == 3 and res["wall_time_s"] >= 0 and res["command"].startswith(
-        "python -m dnnod.experiments refine-gain")
+        "python -m dnnod.studies.experiments refine-gain")
     for k in ("refine_false", "refine_true"):
         m = d[k]["map_07"]
         assert m is None or 0.0 <= m <= 1.0

@@ -46,13 +46,15 @@ def smooth_image(h: int, w: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- working resolution
 def test_working_lattice_is_the_small_images_lattice_scaled():
-    """The candidates of a 4000x3000 image are those of the 640x480 image, scaled by 6.25."""
-    big, small = (3000, 4000), (480, 640)
-    assert working_stride(small, 5) == 5 and working_stride((WORK_LONG_SIDE, 10), 5) == 5
+    """The candidates of a 4000x3000 image are those of the same image at the working
+    resolution (1024x768), scaled by 4000/1024; images up to it keep the 5 px stride."""
+    assert WORK_LONG_SIDE == 1024
+    big, small = (3000, 4000), (768, 1024)
+    assert working_stride((480, 640), 5) == 5 and working_stride((WORK_LONG_SIDE, 10), 5) == 5
     lb = make_lattice((0.0, 0.0, 4000.0, 3000.0), stride=working_stride(big, 5)).boxes()
-    ls = make_lattice((0.0, 0.0, 640.0, 480.0), stride=5).boxes()
+    ls = make_lattice((0.0, 0.0, 1024.0, 768.0), stride=5).boxes()
     assert lb.shape == ls.shape
-    assert torch.allclose(lb, ls * 6.25, atol=1e-6)
+    assert torch.allclose(lb, ls * (4000 / 1024), atol=1e-6)
 
 
 def test_network_scale_keeps_what_the_network_can_use():

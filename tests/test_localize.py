@@ -1,7 +1,7 @@
 """Box extraction (paper Sec. 5.2): Eq. 2 / Eq. 3 against independent references.
 
 References are written here, never taken from dnnod: a per-cell rectangle-intersection brute
-force in numpy, the PAPER.md §3 worked example, hand-worked Eq. 3 values, hand counts.
+force in numpy, the worked example of chapter 3 (paper Sec. 3), hand-worked Eq. 3 values, hand counts.
 """
 import math
 
@@ -57,9 +57,9 @@ def brute_eq3(masks: np.ndarray, box, region, surround=1.5) -> float:
 
 # ----------------------------------------------------------------------------- Eq. 2
 def test_worked_example_paper_section3():
-    """PAPER.md §3: W=12, H=8, d=4, box (2,1,8,6)."""
+    """The worked example of chapter 3 (paper Sec. 3): W=12, H=8, d=4, box (2,1,8,6)."""
     region = (0.0, 0.0, 12.0, 8.0)
-    # The full and left masks as tabulated in PAPER.md §3 (not computed by dnnod).
+    # The full and left masks worked by hand (not computed by dnnod).
     full = torch.tensor([[1 / 6, 1 / 2, 1 / 3, 0], [1 / 3, 1, 2 / 3, 0], [1 / 3, 1, 2 / 3, 0],
                          [0, 0, 0, 0]], dtype=torch.float64)
     left = torch.tensor([[1 / 6, 1 / 3, 0, 0], [1 / 3, 2 / 3, 0, 0], [1 / 3, 2 / 3, 0, 0],
@@ -405,7 +405,7 @@ def test_default_aspect_ratios_documented_range():
 def test_grouped_lattice_equals_separate_regions():
     """concat_lattices scores G crops with their own masks in one pass: same numbers as
     scoring each crop alone (which test_fast_path_* ties to the brute force)."""
-    from dnnod.localize import _score_lattice, concat_lattices
+    from dnnod.localize.lattice import _score_lattice, concat_lattices
     g = torch.Generator().manual_seed(6)
     regions = [(3.0, 2.0, 40.0, 30.0), (10.0, 0.0, 25.0, 45.0), (0.0, 0.0, 9.0, 7.0)]
     masks = torch.rand(3, 5, 6, 6, generator=g, dtype=torch.float64)
@@ -434,7 +434,7 @@ def test_snapped_path_equals_matmul_path_and_brute_force(surround):
     grid, what score_candidates / extract_boxes use) and the separable matmuls (any geometry) —
     give the same Eq. 2 / Eq. 3 as each other and as the brute force, densely and with a
     threshold, for several mask sets and an odd-sized region (non-integer steps)."""
-    from dnnod.localize import _score_lattice
+    from dnnod.localize.lattice import _score_lattice
     g = torch.Generator().manual_seed(11)
     masks = torch.rand(3, 5, 6, 8, generator=g, dtype=torch.float64)
     region = (2.0, 1.0, 59.0, 44.0)
@@ -461,7 +461,7 @@ def test_snapped_path_equals_matmul_path_and_brute_force(surround):
 
 
 def test_snapped_path_needs_grid_aligned_surround():
-    from dnnod.localize import _score_lattice, _snap_margins
+    from dnnod.localize.lattice import _score_lattice, _snap_margins
     lat = make_lattice((0.0, 0.0, 40.0, 30.0), [1.0], sizes=(0.3, 0.5), stride=5, cache=False)
     masks = torch.rand(1, 5, 4, 4, dtype=torch.float64)
     assert _snap_margins(lat, 1.5) is not None
@@ -486,3 +486,18 @@ def test_unsnapped_lattice_hand_count():
     w = b[:, 2] - b[:, 0]
     wide = b[(w - 16).abs() < 1e-9]
     assert len(wide) == 12 and wide[:, 0].min() == 2 and wide[:, 2].max() == 28
+
+
+def test_steady_state_returns_the_memoised_boxes():
+    """score_candidates on a region seen before returns the lattice's boxes without rebuilding
+    them (the same tensor), equal to the candidate boxes; candidate_boxes hands out a copy, so a
+    caller that changes it cannot corrupt later calls."""
+    m = torch.rand(5, 24, 24, generator=torch.Generator().manual_seed(3))
+    region = (0.0, 0.0, 230.0, 170.0)
+    b1, e2a, _ = score_candidates(m, region)
+    b2, e2b, _ = score_candidates(m, region)
+    assert b1 is b2 and torch.equal(e2a, e2b)
+    ref = candidate_boxes((170, 230))
+    assert torch.equal(ref, b1) and ref.data_ptr() != b1.data_ptr()
+    ref += 1.0
+    assert torch.equal(score_candidates(m, region)[0], candidate_boxes((170, 230)))

@@ -1,4 +1,4 @@
-"""Eq. 1 mask targets against independent references (paper Sec. 3, PAPER.md §3)."""
+"""Eq. 1 mask targets against independent references (paper Sec. 3; the book's appendix A)."""
 from fractions import Fraction as F
 
 import numpy as np
@@ -52,7 +52,7 @@ def reference_targets(boxes, window, d):
 
 
 def test_paper_worked_example():
-    """PAPER.md §3: W=12, H=8, d=4, box (2,1,8,6) — fractions worked by hand."""
+    """The worked example of chapter 3 (paper Sec. 3): W=12, H=8, d=4, box (2,1,8,6), by hand."""
     m = mask_targets([[2, 1, 8, 6]], (0, 0, 12, 8), d=4).double().numpy()
     z = 0
     expected = {

@@ -12,7 +12,7 @@ import torch
 
 from dnnod import checkpoint as C
 from dnnod.net import DetectorNet
-from dnnod.train import BoxClassifier, make_box_classifier, train
+from dnnod.train import BoxClassifier, TrainConfig, make_box_classifier, train
 
 TINY = ["--data", "shapes", "--num-images", "6", "--image-size", "64", "--batch-size", "4",
         "--d", "6", "--val-images", "0", "--val-batches", "1", "--no-progress", "--threads", "1",
@@ -26,15 +26,15 @@ def _same(a, b):
 
 
 def test_resume_is_bit_exact(tmp_path):
-    full = train(TINY + ["--out", str(tmp_path / "full")])
+    full = train(TrainConfig.from_argv(TINY + ["--out", str(tmp_path / "full")]))
     assert full["steps"] == 6 and not full["stopped"]
     # "killed" after step 3, last checkpoint at step 2 (ckpt-every 2): resume redoes step 3
-    part = train(TINY + ["--out", str(tmp_path / "part"), "--ckpt-every", "2", "--stop-after", "3"])
+    part = train(TrainConfig.from_argv(TINY + ["--out", str(tmp_path / "part"), "--ckpt-every", "2", "--stop-after", "3"]))
     assert part["stopped"] and part["steps"] == 3
     assert not (tmp_path / "part" / "model.pt").exists()
     ck = C.read_checkpoint(tmp_path / "part" / "last.pt")
     assert ck["step"] == 3
-    res = train(TINY + ["--out", str(tmp_path / "part"), "--resume"])
+    res = train(TrainConfig.from_argv(TINY + ["--out", str(tmp_path / "part"), "--resume"]))
     assert res["steps"] == 6
     a = C.read_checkpoint(tmp_path / "full" / "model.pt")["state_dict"]
     b = C.read_checkpoint(tmp_path / "part" / "model.pt")["state_dict"]
@@ -45,7 +45,7 @@ def test_resume_is_bit_exact(tmp_path):
     assert [r["loss"] for r in la["steps"]] == [r["loss"] for r in lb["steps"]]
     assert len(la["epochs"]) == 2 and "val_loss" in la["epochs"][0]
     # a different seed gives different weights (the comparison above can fail)
-    other = train(TINY + ["--out", str(tmp_path / "other"), "--seed", "6"])
+    other = train(TrainConfig.from_argv(TINY + ["--out", str(tmp_path / "other"), "--seed", "6"]))
     c = other["model"].state_dict()
     assert any(not torch.equal(a[k], c[k]) for k in a)
 
@@ -55,7 +55,7 @@ def test_data_seed_fixes_the_shapes_images(tmp_path):
     short = TINY + ["--epochs", "1", "--steps-per-epoch", "1"]
 
     def run(name, *extra):
-        train(short + ["--out", str(tmp_path / name), *extra])
+        train(TrainConfig.from_argv(short + ["--out", str(tmp_path / name), *extra]))
         return C.read_checkpoint(tmp_path / name / "model.pt")
 
     base = run("a")                                     # --seed 5: data seed 5
@@ -69,12 +69,12 @@ def test_data_seed_fixes_the_shapes_images(tmp_path):
     assert not torch.equal(same_data["state_dict"][w], base["state_dict"][w])
     assert same_data["meta"]["args"]["data_seed"] == 5 and base["meta"]["args"]["data_seed"] is None
     with pytest.raises(ValueError, match="--data-seed seeds the generated shapes"):
-        train(["--data", "pennfudan", "--data-seed", "1", "--out", str(tmp_path / "p")])
+        train(TrainConfig.from_argv(["--data", "pennfudan", "--data-seed", "1", "--out", str(tmp_path / "p")]))
 
 
 def test_loss_decreases_and_model_loads(tmp_path):
-    s = train(TINY + ["--out", str(tmp_path / "r"), "--epochs", "1", "--steps-per-epoch", "12",
-                      "--optimizer", "adam", "--lr", "3e-3"])
+    s = train(TrainConfig.from_argv(TINY + ["--out", str(tmp_path / "r"), "--epochs", "1", "--steps-per-epoch", "12",
+                      "--optimizer", "adam", "--lr", "3e-3"]))
     losses = [r["loss"] for r in json.loads((tmp_path / "r" / "metrics.json").read_text())["steps"]]
     assert sum(losses[-4:]) < sum(losses[:4])
     m = C.load_checkpoint(tmp_path / "r" / "model.pt", device="cpu")
@@ -89,7 +89,7 @@ def test_loss_decreases_and_model_loads(tmp_path):
 
 
 def test_classifier_task(tmp_path):
-    s = train(TINY + ["--out", str(tmp_path / "c"), "--task", "classifier", "--epochs", "1"])
+    s = train(TrainConfig.from_argv(TINY + ["--out", str(tmp_path / "c"), "--task", "classifier", "--epochs", "1"]))
     m = C.load_checkpoint(tmp_path / "c" / "model.pt", device="cpu")
     assert isinstance(m, BoxClassifier) and m.num_classes == 3
     img = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
@@ -110,13 +110,13 @@ def test_classifier_task(tmp_path):
 
 def test_bad_options(tmp_path):
     with pytest.raises(ValueError, match="epochs"):
-        train(TINY + ["--out", str(tmp_path / "x"), "--epochs", "0"])
+        train(TrainConfig.from_argv(TINY + ["--out", str(tmp_path / "x"), "--epochs", "0"]))
     with pytest.raises(ValueError, match="unknown training option"):
-        train(TINY + ["--out", str(tmp_path / "x")], nonsense=1)
+        train(TrainConfig.from_argv(TINY + ["--out", str(tmp_path / "x")]), nonsense=1)
     # resuming with another architecture is refused with a clear message
-    train(TINY + ["--out", str(tmp_path / "y"), "--epochs", "1", "--steps-per-epoch", "1"])
+    train(TrainConfig.from_argv(TINY + ["--out", str(tmp_path / "y"), "--epochs", "1", "--steps-per-epoch", "1"]))
     with pytest.raises(ValueError, match="--resume"):
-        train(TINY + ["--out", str(tmp_path / "y"), "--d", "8", "--resume"])
+        train(TrainConfig.from_argv(TINY + ["--out", str(tmp_path / "y"), "--d", "8", "--resume"]))
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -186,9 +186,9 @@ def test_ddp_two_processes_identical_weights(tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(textwrap.dedent(f"""
         import os, sys, torch
-        from dnnod.train import train
+        from dnnod.train import TrainConfig, train
         args = {TINY!r} + ["--out", {str(tmp_path / 'ddp')!r}, "--epochs", "1", "--device", "cpu"]
-        s = train(args)
+        s = train(TrainConfig.from_argv(args))
         torch.save(s["model"].state_dict(), {str(tmp_path)!r} + f"/rank{{os.environ['RANK']}}.pt")
     """))
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -238,7 +238,7 @@ def test_cli_detect_defaults_and_classifier_option(tmp_path, capsys):
     args = ["evaluate", "--weights", "shapes-tiny", "--limit", "1", "--device", "cpu"]
     assert main(args + ["--classifier", "shapes-tiny"]) == 2
     assert "not a box classifier" in capsys.readouterr().err
-    train(TINY + ["--out", str(tmp_path / "c3"), "--task", "classifier", "--epochs", "1"])
+    train(TrainConfig.from_argv(TINY + ["--out", str(tmp_path / "c3"), "--task", "classifier", "--epochs", "1"]))
     ck = C.read_checkpoint(tmp_path / "c3" / "model.pt")
     m = BoxClassifier(2)
     ck.update(config=m.config(), state_dict=m.state_dict(), class_names=["a", "b"])
@@ -248,3 +248,26 @@ def test_cli_detect_defaults_and_classifier_option(tmp_path, capsys):
     # a matching classifier runs end to end
     assert main(args + ["--classifier", str(tmp_path / "c3" / "model.pt"), "--scales", "1"]) == 0
     assert "mAP" in capsys.readouterr().out
+
+
+def test_config_is_the_command_line():
+    """The typed config and the command line agree: the parser's defaults are the dataclass's,
+    options map to fields of the same name, and train() refuses an argv list with a clear hint."""
+    import dataclasses
+    cfg = TrainConfig.from_argv(["--out", "r", "--steps-per-epoch", "7", "--no-flip", "--lam", "0.3"])
+    assert cfg == TrainConfig(out="r", steps_per_epoch=7, no_flip=True, lam=0.3)
+    defaults = TrainConfig.from_argv(["--out", "r"])
+    for f in dataclasses.fields(TrainConfig):
+        if f.name != "out":
+            assert getattr(defaults, f.name) == f.default, f.name
+    assert cfg.replace(epochs=3).epochs == 3 and cfg.epochs == 10
+    with pytest.raises(ValueError, match="unknown training option"):
+        cfg.replace(stepz=3)
+    with pytest.raises(TypeError, match="TrainConfig.from_argv"):
+        train(["--out", "r"])
+    with pytest.raises(ValueError, match="--optimizer"):
+        train(out="r", optimizer="rmsprop")
+    # cosine schedule: full rate at step 0, half way at the middle, 0 at the end
+    c = TrainConfig(out="r", epochs=2, steps_per_epoch=5, lr=0.1, lr_schedule="cosine")
+    assert c.lr_at(0) == pytest.approx(0.1) and c.lr_at(5) == pytest.approx(0.05)
+    assert c.lr_at(10) == pytest.approx(0.0, abs=1e-12)

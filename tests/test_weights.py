@@ -10,7 +10,7 @@ import torch
 import dnnod
 from dnnod.checkpoint import WEIGHTS_DIR, load_pretrained
 from dnnod.data import data_root, make_dataset
-from dnnod.evaluate import evaluate_model
+from dnnod.assess import evaluate_model
 from dnnod.net import DetectorNet
 
 EVAL = WEIGHTS_DIR / "eval.json"

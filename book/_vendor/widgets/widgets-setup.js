@@ -5,6 +5,10 @@
  *    config). embed-amd.js finds its own URL, and from it where its fonts are, through the AMD
  *    module name "@jupyter-widgets/html-manager/dist/..."; by default that resolves next to the
  *    page (book/@jupyter-widgets/...: 404s). Map it to this folder, where the fonts are vendored.
+ *    Also map the module name "anywidget" (the front end of every anywidget, e.g. the mask
+ *    painter of chapter 6) to the vendored anywidget.js here: the widget manager first asks
+ *    require.js for a widget's module and only on failure goes to a CDN, so with this path the
+ *    page never does. The widgets' own ES modules are in the stored widget state (`_esm`).
  *
  * 2. MathJax 2 API shim. The widget controls of ipywidgets 8 typeset their labels with
  *    MathJax.Hub.Queue(["Typeset", MathJax.Hub, element]), but Sphinx loads MathJax 3, which has
@@ -19,6 +23,7 @@
     var cfg = window.require && typeof window.require === "object" ? window.require : {};
     cfg.paths = cfg.paths || {};
     cfg.paths["@jupyter-widgets/html-manager/dist"] = dir;
+    cfg.paths["anywidget"] = dir + "/anywidget";        // anywidget.js (no .js: an AMD path)
     window.require = cfg;
   }
 })();

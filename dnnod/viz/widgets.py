@@ -2,9 +2,9 @@
 Jupyter, in Colab and — showing their initial state — in the static HTML, with no extra package).
 
 Every builder returns a :class:`Panel` (an ``ipywidgets.VBox``) whose ``controls`` dict, ``image``
-(an ``ipywidgets.Image`` holding a PNG drawn by :mod:`dnnod.plot`) and ``info`` (an
+(an ``ipywidgets.Image`` holding a PNG drawn by :mod:`dnnod.viz.plot`) and ``info`` (an
 ``ipywidgets.HTML``) are attributes, so a test can set a control and check that the picture and
-the numbers changed — no browser needed. Drawing happens in :mod:`dnnod.plot`; the numbers come
+the numbers changed — no browser needed. Drawing happens in :mod:`dnnod.viz.plot`; the numbers come
 from the package (``dnnod.masks``, ``dnnod.loss``) and ``torchvision.ops``, never recomputed here.
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ import torch
 from torchvision.ops import box_iou
 
 from . import plot
-from ._validate import as_boxes, check_d
-from .masks import MASK_TYPES, mask_targets
+from .._validate import as_boxes, check_d
+from ..masks import MASK_TYPES, mask_targets
 
 _SLIDER_LAYOUT = dict(width="300px")
 _SLIDER_STYLE = {"description_width": "70px"}
@@ -263,9 +263,9 @@ def lambda_widget(results: Mapping[float, Mapping[str, object]], target=None, im
             ax.plot(torch.as_tensor(by[other]["losses"]).tolist(), lw=2 if other == lam else 0.8,
                     alpha=1 if other == lam else 0.4, label=f"λ={other:g}")
         ax.set_yscale("log")
-        ax.set_xlabel("step", fontsize=8)
+        ax.set_xlabel("step", fontsize=9)
         ax.set_title("training loss", fontsize=10)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=9)
         ax.tick_params(labelsize=7)
         lit = float(r["lit"]) if "lit" in r else float((pred > 0.5).double().mean())
         html = (f"λ = {lam:g}: mean predicted mask value {float(pred.mean()):.3f}, "

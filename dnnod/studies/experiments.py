@@ -1,10 +1,10 @@
 """The measurements behind the book's chapters 7–9: refinement gain, AP with PR curves, error
-analysis and ablations (paper Sec. 5.2, 5.3, 6; Table 1's protocol, PAPER.md §9–10).
+analysis and ablations (paper Sec. 5.2, 5.3, 6; Table 1's protocol, book appendix A).
 
-    python -m dnnod.experiments refine-gain --out book/data/ch08_refine_gain.json
-    python -m dnnod.experiments pr-curves   --out book/data/ch09_pr_curves.json
-    python -m dnnod.experiments ablations   --out book/data/ch09_ablations.json
-    python -m dnnod.experiments lambda      --out book/data/ch09_ablation_lambda.json
+    python -m dnnod.studies.experiments refine-gain --out dnnod/studies/results/ch08_refine_gain.json
+    python -m dnnod.studies.experiments pr-curves   --out dnnod/studies/results/ch09_pr_curves.json
+    python -m dnnod.studies.experiments ablations   --out dnnod/studies/results/ch09_ablations.json
+    python -m dnnod.studies.experiments lambda      --out dnnod/studies/results/ch09_ablation_lambda.json
 
 Each command evaluates the shipped weights (:func:`dnnod.checkpoint.load_pretrained`) on the
 test splits — generated shapes (the first ``--shapes-images`` of the 200-image test split) and
@@ -42,9 +42,9 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from .detect import as_predictor, detect
-from .evaluate import evaluate_detections
-from .refine import final_nms
+from ..detect import as_predictor, detect
+from ..evaluate import evaluate_detections
+from ..refine import final_nms
 
 __all__ = ["FullMaskOnly", "VARIANTS", "load_split", "run_variants", "ap_summary",
            "classify_detections", "worst_errors", "refine_gain", "pr_curves", "ablations",
@@ -80,7 +80,7 @@ class FullMaskOnly:
 # ----------------------------------------------------------------------------- data and runs
 def load_split(name: str, limit: Optional[int] = None):
     """The test split of ``"shapes"`` (first ``limit`` images) or ``"pennfudan"`` (50 images)."""
-    from .data import PennFudanDataset, ShapesDataset
+    from ..data import PennFudanDataset, ShapesDataset
     if name == "shapes":
         ds = ShapesDataset("test")
     elif name == "pennfudan":
@@ -261,7 +261,7 @@ def worst_errors(dets_all, gts, per_kind: int = 4, iou_threshold: float = 0.5) -
 
 # ----------------------------------------------------------------------------- experiments
 def _meta(t0: float, argv: Optional[Sequence[str]]) -> Dict[str, Any]:
-    cmd = "python -m dnnod.experiments " + " ".join(shlex.quote(a) for a in (argv or []))
+    cmd = "python -m dnnod.studies.experiments " + " ".join(shlex.quote(a) for a in (argv or []))
     return {"command": cmd.strip(), "wall_time_s": round(time.perf_counter() - t0, 1),
             "torch": torch.__version__, "python": platform.python_version(),
             "torch_threads": torch.get_num_threads(),
@@ -270,7 +270,7 @@ def _meta(t0: float, argv: Optional[Sequence[str]]) -> Dict[str, Any]:
 
 def _setup(name: str, limits: Mapping[str, Optional[int]], weights: Optional[Mapping[str, str]],
            device):
-    from .checkpoint import load_pretrained, load_checkpoint
+    from ..checkpoint import load_pretrained, load_checkpoint
     w = (weights or {}).get(name, WEIGHTS[name])
     model = load_checkpoint(w, device=device) if Path(w).is_file() else load_pretrained(w, device=device)
     ds = load_split(name, limits.get(name))
@@ -384,8 +384,8 @@ def lambda_sweep(lams=(0.01, 0.1, 1.0), steps: int = 60, batch_size: int = 32, l
     evaluated again instead of retrained (training is deterministic for a seed, so only the
     evaluation is redone — e.g. after a change to the box extraction); its recorded training
     time is kept and the JSON says which runs were reused."""
-    from .checkpoint import load_checkpoint
-    from .train import train
+    from ..checkpoint import load_checkpoint
+    from ..train import train
     t0 = time.perf_counter()
     out: Dict[str, Any] = {"experiment": "lambda", "budget": {
         "steps": steps, "batch_size": batch_size, "crops_seen": steps * batch_size,
@@ -435,8 +435,8 @@ def _run_meta(path: Path) -> Optional[Dict[str, Any]]:
 def _mask_stats(model, gts, ds) -> Dict[str, float]:
     """Mean predicted full mask on cells covered (target > 0.5) and empty (target 0) over the
     whole-image windows of the evaluation images (Sec. 4's trade-off made visible)."""
-    from .masks import mask_targets
-    from .predict import NetPredictor
+    from ..masks import mask_targets
+    from ..predict import NetPredictor
     pred = NetPredictor(model, device="cpu")
     cov, emp = [], []
     for i in range(len(ds)):
@@ -507,7 +507,7 @@ def merge_update(res: dict, old: dict) -> dict:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    ap = argparse.ArgumentParser(prog="python -m dnnod.experiments", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m dnnod.studies.experiments", description=__doc__.split("\n")[0])
     ap.add_argument("command", choices=("refine-gain", "pr-curves", "ablations", "lambda", "all"))
     ap.add_argument("--out", help="JSON file to write (for 'all': a folder)")
     ap.add_argument("--datasets", default="shapes,pennfudan")
@@ -545,9 +545,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            batch_size=a.lambda_batch, limit=a.lambda_images, runs_dir=a.runs_dir,
                            device=a.device, threads=a.threads, argv=argv, progress=a.progress,
                            reuse=a.reuse_runs)
-        outs = {a.out or "book/data/ch09_ablation_lambda.json": res}
+        outs = {a.out or "dnnod/studies/results/ch09_ablation_lambda.json": res}
     elif a.command == "all":
-        folder = Path(a.out or "book/data")
+        folder = Path(a.out or "dnnod/studies/results")
         outs = {}
         t_all = time.perf_counter()
         for cmd, fname in (("pr-curves", "ch09_pr_curves.json"), ("refine-gain", "ch08_refine_gain.json"),

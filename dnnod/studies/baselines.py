@@ -6,7 +6,7 @@ wall time: on a shared machine wall time depends on what else runs, CPU time doe
 is 15 minutes on 2 fully used cores. No downloaded weights: ``weights=None, weights_backbone=None``
 (the backbone then trains its BatchNorm layers too).
 
-    python -m dnnod.baselines fasterrcnn --budget-cpu-s 1800 --seed 0 --out book/data/ch10_fasterrcnn_s0.json
+    python -m dnnod.studies.baselines fasterrcnn --budget-cpu-s 1800 --seed 0 --out dnnod/studies/results/ch10_fasterrcnn_s0.json
 """
 from __future__ import annotations
 
@@ -17,14 +17,13 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
-from ._validate import as_boxes
-from .data import PennFudanDataset
-from .evaluate import evaluate_detections
+from ..data import PennFudanDataset
+from ..evaluate import evaluate_detections
 
 
 def fasterrcnn_from_scratch(num_classes: int = 1, min_size: int = 320, max_size: int = 512):
@@ -180,25 +179,22 @@ def compare_heads(steps: int = 100, batch_size: int = 32, seed: int = 0, test_im
     the project's trainer (same steps, batch, seed, optimiser), then evaluate each with
     ``dnnod.evaluate.evaluate_model`` (default ``detect`` settings) on the first ``test_images``
     shapes test images."""
-    from .data import ShapesDataset
-    from .evaluate import evaluate_model
-    from .train import train
+    from ..data import ShapesDataset
+    from ..assess import evaluate_model
+    from ..train import TrainConfig, train
     if steps < 1 or batch_size < 1 or test_images < 1:
         raise ValueError(f"steps, batch_size and test_images must be >= 1; got {steps}, {batch_size}, "
                          f"{test_images}")
     test = ShapesDataset(split="test", num_images=test_images)
     rows = []
     for head in heads:
-        argv = ["--data", "shapes", "--arch", "tiny", "--head", head, "--epochs", "1",
-                "--steps-per-epoch", str(steps), "--batch-size", str(batch_size), "--optimizer", "adam",
-                "--lr", "1e-3", "--lr-schedule", "cosine", "--seed", str(seed), "--val-images", "0",
-                "--no-progress", "--out", str(Path(out_dir) / head)]
-        if threads:
-            argv += ["--threads", str(threads)]
-        if num_images:                           # quick checks only (default: the 1000 training images)
-            argv += ["--num-images", str(num_images)]
+        cfg = TrainConfig(out=str(Path(out_dir) / head), data="shapes", arch="tiny", head=head,
+                          epochs=1, steps_per_epoch=steps, batch_size=batch_size, optimizer="adam",
+                          lr=1e-3, lr_schedule="cosine", seed=seed, val_images=0, no_progress=True,
+                          threads=threads or None,
+                          num_images=num_images or None)  # quick checks only (default: 1000 images)
         c0 = _cpu_s()
-        summary = train(argv)
+        summary = train(cfg)
         train_cpu = _cpu_s() - c0
         model = summary["model"].cpu().eval()
         torch.manual_seed(seed)
@@ -227,7 +223,7 @@ def _step_losses(run: Path) -> List[float]:
 
 def _load_detectornet(name: str, weights: Optional[str]) -> torch.nn.Module:
     """The checkpoint file ``weights`` if given, else the shipped ``load_pretrained(name)``."""
-    from .checkpoint import load_checkpoint, load_pretrained
+    from ..checkpoint import load_checkpoint, load_pretrained
     return load_checkpoint(weights, device="cpu") if weights else load_pretrained(name, device="cpu")
 
 
@@ -236,7 +232,7 @@ def detectornet_on_pennfudan(name: str = "pennfudan-tiny", root: Optional[str] =
     """The shipped DetectorNet (``load_pretrained(name)``, or the checkpoint file ``weights``) on the
     Penn-Fudan test split with the default ``detect`` settings: VOC07 AP, s/image and the
     detections (for the book's figures), and the training command and steps from the checkpoint."""
-    from .evaluate import evaluate_model
+    from ..assess import evaluate_model
     model = _load_detectornet(name, weights)
     meta = getattr(model, "meta", {}) or {}
     test = PennFudanDataset(root, split="test")
@@ -265,7 +261,7 @@ def detectornet_train_cost(name: str = "pennfudan-tiny", short: int = 5, long: i
     other). ``weights``: a checkpoint file instead of the shipped ``name``. Sampling runs in the
     measuring process (``--workers 0``) on the CPU, so all of a step's work is counted."""
     import shlex
-    from .train import train
+    from ..train import TrainConfig, train
     if not 0 < short < long:
         raise ValueError(f"need 0 < short < long; got {short}, {long}")
     meta = _load_detectornet(name, weights).meta
@@ -294,11 +290,12 @@ def detectornet_train_cost(name: str = "pennfudan-tiny", short: int = 5, long: i
     # One untimed step first: the first run in a process also pays one-time costs (oneDNN builds
     # its convolution kernels for the layout and shapes on first use), which would otherwise land
     # in the short run only and can make the difference of the two runs negative.
-    train(keep + ["--out", str(Path(out_dir) / "warmup"), "--stop-after", "1", "--no-progress"])
+    base = TrainConfig.from_argv(keep + ["--out", str(Path(out_dir) / "warmup")])
+    train(base, stop_after=1, no_progress=True)
     cpu = {}
     for k in (short, long):
         c0 = time.process_time()
-        train(keep + ["--out", str(Path(out_dir) / f"steps{k}"), "--stop-after", str(k), "--no-progress"])
+        train(base, out=str(Path(out_dir) / f"steps{k}"), stop_after=k, no_progress=True)
         cpu[k] = time.process_time() - c0
     per_step = (cpu[long] - cpu[short]) / (long - short)
     return {"model": weights or name, "train_command": meta["command"], "steps": int(meta["step"]),
@@ -310,94 +307,8 @@ def detectornet_train_cost(name: str = "pennfudan-tiny", short: int = 5, long: i
             "measured_with": keep, "torch_threads": torch.get_num_threads()}
 
 
-# --------------------------------------------------------------------------------------------
-# book helpers: stored detections -> figures and a widget (drawing via dnnod.plot)
-# --------------------------------------------------------------------------------------------
-def detections_from_json(dets: Sequence[Mapping[str, Any]]) -> List[Dict[str, torch.Tensor]]:
-    """The ``detections`` list of a ``book/data/ch10_*.json`` file as tensors (xyxy boxes)."""
-    out = []
-    for i, d in enumerate(dets):
-        b = torch.tensor(d["boxes"], dtype=torch.float32).reshape(-1, 4)
-        s_ = torch.tensor(d["scores"], dtype=torch.float32).reshape(-1)
-        l_ = torch.tensor(d["labels"], dtype=torch.int64).reshape(-1)
-        if not (len(b) == len(s_) == len(l_)):
-            raise ValueError(f"detections[{i}]: {len(b)} boxes, {len(s_)} scores, {len(l_)} labels")
-        out.append({"boxes": b, "scores": s_, "labels": l_})
-    return out
-
-
-def found_objects(det: Mapping[str, torch.Tensor], gt_boxes, threshold: float = 0.5,
-                  iou: float = 0.5) -> Tuple[int, int]:
-    """(kept detections, ground-truth objects covered by some kept detection at IoU >= ``iou``)
-    for one image: the numbers the comparison widget prints."""
-    from torchvision.ops import box_iou
-    keep = det["scores"] >= threshold
-    b, g = det["boxes"][keep], as_boxes(gt_boxes, "gt_boxes")
-    if len(b) == 0 or len(g) == 0:
-        return int(keep.sum()), 0
-    return int(keep.sum()), int((box_iou(g, b).max(1).values >= iou).sum())
-
-
-def _draw_panel(ax, image, det, gt_boxes, threshold: float, title: str) -> None:
-    from . import plot
-    plot.show_image(ax, image, title)
-    plot.draw_boxes(ax, gt_boxes, color=plot.GT_COLOR, linestyle="--", linewidth=1.5, text=False)
-    keep = det["scores"] >= threshold
-    plot.draw_boxes(ax, det["boxes"][keep], scores=det["scores"][keep],
-                    color="#d62728", linewidth=2)
-
-
-def side_by_side_figure(images: Sequence[Any], gts: Sequence[Mapping[str, Any]],
-                        results: Mapping[str, Sequence[Mapping[str, torch.Tensor]]],
-                        indices: Sequence[int], threshold: float = 0.5):
-    """One row per test image, one column per detector: its detections with score >= threshold
-    (red, with scores) over the ground truth (dashed green)."""
-    import matplotlib.pyplot as plt
-    names = list(results)
-    fig, axes = plt.subplots(len(indices), len(names), figsize=(3.3 * len(names), 2.9 * len(indices)),
-                             squeeze=False)
-    for r, i in enumerate(indices):
-        for c, n in enumerate(names):
-            det = results[n][i]
-            k, f = found_objects(det, gts[i]["boxes"], threshold)
-            _draw_panel(axes[r, c], images[i], det, gts[i]["boxes"], threshold,
-                        f"{n}: image {i}\n{k} boxes, {f}/{len(gts[i]['boxes'])} people found")
-    fig.tight_layout()
-    return fig
-
-
-def compare_widget(images: Sequence[Any], gts: Sequence[Mapping[str, Any]],
-                   results: Mapping[str, Sequence[Mapping[str, torch.Tensor]]], threshold: float = 0.5):
-    """Pick a test image and a score threshold; see every detector's boxes side by side."""
-    import ipywidgets as W
-    import matplotlib.pyplot as plt
-    from . import plot
-    from .widgets import Panel
-    names = list(results)
-    if not names or any(len(results[n]) != len(images) for n in names) or len(gts) != len(images):
-        raise ValueError("compare_widget needs one detection dict per image for every detector")
-    style = {"description_width": "70px"}
-    img = W.IntSlider(value=0, min=0, max=len(images) - 1, description="test image",
-                      continuous_update=False, style=style, layout=W.Layout(width="360px"))
-    thr = W.FloatSlider(value=threshold, min=0.05, max=3.0, step=0.05, description="min score",
-                        continuous_update=False, style=style, layout=W.Layout(width="360px"))
-
-    def render():
-        i, t = img.value, thr.value
-        fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.2), squeeze=False)
-        parts = []
-        for c, n in enumerate(names):
-            k, f = found_objects(results[n][i], gts[i]["boxes"], t)
-            _draw_panel(axes[0, c], images[i], results[n][i], gts[i]["boxes"], t, n)
-            parts.append(f"<b>{n}</b>: {k} boxes, {f} of {len(gts[i]['boxes'])} people found")
-        fig.tight_layout()
-        return plot.fig_to_png(fig), " &nbsp;|&nbsp; ".join(parts) + " (IoU ≥ 0.5)"
-
-    return Panel({"image": img, "threshold": thr}, render, title="Two detectors, one test image")
-
-
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m dnnod.baselines", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m dnnod.studies.baselines", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fasterrcnn", help="train and evaluate Faster R-CNN from scratch on Penn-Fudan")
@@ -438,7 +349,7 @@ def main(argv=None) -> None:
     d.add_argument("--threads", type=int, default=None)
     d.add_argument("--out", required=True)
     a = p.parse_args(argv)
-    command = "python -m dnnod.baselines " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m dnnod.studies.baselines " + " ".join(argv if argv is not None else sys.argv[1:])
     if a.cmd != "fasterrcnn":
         if a.threads:
             torch.set_num_threads(a.threads)

@@ -2,9 +2,9 @@
 # Run through the device tool on one NVIDIA H200 (16 CPU cores), from the repository root, with
 # $DNNOD_DATA/PennFudanPed = a copy of ../shared/data/PennFudanPed whose PNGs were re-encoded as
 # JPEG quality 92 (the tool carries at most 64 MiB). $OUT receives results.json, logs.tgz, models.
-# Session 1 ran before commit "refine: crops grown to the image's aspect ratio": its test APs were
-# measured with the refinement of that time (crops of the box's own shape, no IoU limit).
-# One GPU session: a hyper-parameter sweep for shapes-tiny (the CPU command's budget: 1500 x 32),
+# These runs ran before commit 31b54e0 ("refine: crops grown to the image's aspect ratio"): test APs
+# measured with the refinement before it (crops of the box's own shape, no IoU limit).
+# A GPU run: a hyper-parameter sweep for shapes-tiny (the CPU command's budget: 1500 x 32),
 # Penn-Fudan tiny (fc / conv x 2 seeds) and paper arch, test AP of each, and the benchmarks.
 export PYTHONPATH=$PWD DNNOD_DATA=${DNNOD_DATA:-$PWD/gpu_data} PYTHONUNBUFFERED=1
 nvidia-smi -L; python3 -c "import torch, torchvision; print(torch.__version__, torchvision.__version__, torch.cuda.get_device_name())"

@@ -1,6 +1,6 @@
 """Training-window samplers — paper Sec. 4 (localizer) and Sec. 5.2 (classifier).
 
-Localizer (PAPER.md §8): windows drawn per image, **60% negative** (touching no object of the
+Localizer (book appendix A): windows drawn per image, **60% negative** (touching no object of the
 class) and **40% positive** (containing at least **80% of the area** of some object of the
 class); crop width uniform in ``[min_scale · W, W]``, crop shape = the image's aspect ratio
 [ours] (``scale_dist="log"``, ours: log-uniform widths instead, as many crops between 1/4 and
@@ -19,12 +19,12 @@ data-bound. Each batch is a pure function of a ``torch.Generator``, which makes 
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torchvision.ops import box_iou, roi_align
 
-from .masks import MASK_TYPES, mask_targets_batch
+from ..masks import MASK_TYPES, mask_targets_batch
 
 __all__ = ["ImageBank", "LocalizerSampler", "ClassifierSampler", "flip_targets"]
 

@@ -1,31 +1,14 @@
-"""Box extraction from predicted masks — paper Sec. 5.2 (PAPER.md §5).
+"""The candidate boxes of Sec. 5.2 and the fast path that scores all of them.
 
-A mask ``m`` of ``dy × dx`` cells covers a rectangle ``region = (x1, y1, x2, y2)`` (a window, a
-refinement crop, or the whole image for merged masks); cell ``T(i, j)`` is row ``i`` (y) and
-column ``j`` (x). Agreement of a box with a mask (Eq. 2)::
+Candidates (:func:`make_lattice`): 9 sizes × 10 aspect ratios (k-means on training boxes,
+:func:`kmeans_aspect_ratios`) slid on a stride lattice (paper: 5 px).
 
-    S(bb, m) = 1/area(bb) · Σ_ij m(i, j) · area(bb ∩ T(i, j))
-
-and the combined score (Eq. 3)::
-
-    S(bb) = Σ_h  S(bb(h), m^h) − S(bb(h̄), m^h),   h ∈ {full, top, bottom, left, right}
-
-with h̄ the opposite half, and for ``full`` (ours, PAPER.md §10) the *frame* between bb and bb
-scaled by ``surround`` = 1.5 about its centre, clipped to the region; that term is 0 when the frame
-is empty. So a perfect box scores 5 and every term is in [-1, 1].
-
-Exactness. The mask is piecewise constant, so its integral image
-``F(x, y) = ∫∫_{[x1, x]×[y1, y]} m`` is *bilinear inside each cell*: sampling the (d+1)×(d+1)
-integral image with bilinear interpolation gives Eq. 2 exactly for boxes that cut through cells —
-no upsampling to pixels (:func:`mask_score`, :func:`box_scores`).
-
-Speed (:func:`score_candidates`, used by :func:`extract_boxes`). The candidates are 9 sizes × 10
-aspect ratios slid on a stride lattice (paper: 5 px). Along one axis the overlap lengths of the
-interval [a, b] with the cells are a row vector ``o(a, b)`` (differences of the integral image's
-interpolation weights); for all lattice positions of one shape they form matrices ``Dy [ny, dy]``
-and ``Dx [nx, dx]``, and the masses of *all* boxes of that shape are one matrix product
-``Dy · m · Dxᵀ`` — the integral image sampled once per lattice point. Eq. 3 is linear in the masks,
-so its four half terms collapse to two products as well::
+Speed (:func:`score_candidates`, used by :func:`dnnod.localize.extract_boxes`). Along one axis the
+overlap lengths of the interval [a, b] with the cells are a row vector ``o(a, b)`` (differences of
+the integral image's interpolation weights); for all lattice positions of one shape they form
+matrices ``Dy [ny, dy]`` and ``Dx [nx, dx]``, and the masses of *all* boxes of that shape are one
+matrix product ``Dy · m · Dxᵀ`` — the integral image sampled once per lattice point. Eq. 3 is
+linear in the masks, so its four half terms collapse to two products as well::
 
     Σ_halves = 2/A · [ (Dy_top − Dy_bottom)(m_top − m_bottom) Dx_fullᵀ
                       + Dy_full (m_left − m_right)(Dx_left − Dx_right)ᵀ ]
@@ -36,23 +19,25 @@ The lattice is *snapped* (ours, :func:`make_lattice`): the region is a whole num
 ≈ ``stride`` px and every shape a whole number of steps, so every box edge, half-box line and
 (for the default surround 1.5) surround edge lies on one grid of pitch step/4. Then each
 ``o(a, b)`` is the difference of two rows of one table, the vectors depend on the lattice only
-and are built once per lattice (memoised per image size), and a call is three small matmuls
-per block of shapes: 5–10 ms for the ≈ 200 k candidates of a 500×375 image on 2 CPU cores
-(bench/localize.py). Blocks bound the memory (≈ 80 MB peak for a 1000×1000 image). Refinement
-crops (each its own region, surround clipped to the image) use the general matmul path.
+and are built once per lattice (memoised per image size, with the candidate boxes themselves),
+and a call is three small matmuls per block of shapes: 5–10 ms for the ≈ 200 k candidates of a
+500×375 image on 2 CPU cores (bench/localize.py). Blocks bound the memory (≈ 80 MB peak for a
+1000×1000 image). Refinement crops (each its own region, surround clipped to the image) use the
+general matmul path.
+
+Boxes are ``Tensor[N, 4]`` xyxy in continuous pixel coordinates (edges; x right, y down).
 """
 from __future__ import annotations
 
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-import torchvision
 
-from ._validate import BoxesLike, RectLike, as_boxes, as_rect
-from .masks import MASK_TYPES, box_parts
+from .._validate import BoxesLike, RectLike, _check_image_size, as_boxes, as_rect, serial
+from .scores import DEFAULT_SURROUND, _BOTTOM, _FULL, _LEFT, _RIGHT, _TOP, _as_masks5
 
 #: Mean box sizes as fractions of the region's mean dimension (W + H) / 2 (paper Sec. 5.2).
 DEFAULT_SIZES: Tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -60,185 +45,9 @@ DEFAULT_SIZES: Tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 #: :func:`kmeans_aspect_ratios` — ours: 10 ratios spaced evenly in log scale between 1/3 and 3
 #: (the range holding most VOC boxes); neighbours differ by a factor 3^(2/9) ≈ 1.28.
 DEFAULT_ASPECT_RATIOS: Tuple[float, ...] = tuple(3.0 ** (-1 + 2 * i / 9) for i in range(10))
-#: Eq. 3's surrounding region for the full mask: bb scaled by this factor about its centre (ours).
-DEFAULT_SURROUND = 1.5
-#: Candidates kept for NMS after the Eq. 2 threshold, best Eq. 3 first (ours; bounds NMS cost).
-DEFAULT_PRE_NMS = 4000
 #: Aspect ratios (and candidate shapes) that agree to this relative tolerance are one (ours):
 #: they give the same candidates for every practical purpose, at a multiple of the cost.
 SAME_SHAPE_RTOL = 1e-3
-NMS_MODES = ("iou", "dpm")
-_FULL, _TOP, _BOTTOM, _LEFT, _RIGHT = range(5)
-
-
-def serial(fn):
-    """Run ``fn`` with one intra-op thread. Box scoring is many small tensor ops (each well under
-    a few MB), whose OpenMP fork/join costs more than it saves — on a busy 2-core machine up to
-    100× more. The network forward keeps all threads."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        n = torch.get_num_threads()
-        if n == 1:
-            return fn(*args, **kwargs)
-        torch.set_num_threads(1)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            torch.set_num_threads(n)
-    return wrapper
-
-
-# ----------------------------------------------------------------------------- input checks
-def _as_masks(masks, name: str = "masks", min_dim: int = 2) -> torch.Tensor:
-    if not isinstance(masks, torch.Tensor):
-        masks = torch.as_tensor(masks)
-    if masks.dim() < min_dim:
-        want = "[..., d, d]" if min_dim == 2 else "[..., 5, d, d]"
-        raise ValueError(f"{name} must be shaped {want}; got shape {tuple(masks.shape)}")
-    if masks.numel() == 0 or masks.shape[-1] == 0 or masks.shape[-2] == 0:
-        raise ValueError(f"{name} are empty: shape {tuple(masks.shape)}")
-    if not masks.is_floating_point():
-        masks = masks.float()
-    if not torch.isfinite(masks).all():
-        raise ValueError(f"{name} contain NaN or inf")
-    return masks
-
-
-def _as_masks5(masks, name: str = "masks") -> torch.Tensor:
-    masks = _as_masks(masks, name, 3)
-    if masks.shape[-3] != len(MASK_TYPES):
-        raise ValueError(f"{name} must be shaped [..., 5, d, d] (mask types {MASK_TYPES}); got shape "
-                         f"{tuple(masks.shape)}")
-    return masks
-
-
-def _check_inside(boxes: torch.Tensor, region: torch.Tensor, name: str = "boxes") -> None:
-    # Tolerance: boxes computed in float32 may overshoot the region edge by rounding.
-    tol = 1e-4 * float(max(region[2] - region[0], region[3] - region[1], 1.0))
-    out = (boxes[:, 0] < region[0] - tol) | (boxes[:, 1] < region[1] - tol) \
-        | (boxes[:, 2] > region[2] + tol) | (boxes[:, 3] > region[3] + tol)
-    if out.any():
-        raise ValueError(f"{name} must lie inside the region {region.tolist()} the masks cover; "
-                         f"outside: {boxes[out][:3].tolist()}")
-
-
-def _check_image_size(image_size) -> Tuple[float, float]:
-    try:
-        h, w = (float(v) for v in image_size)
-    except (TypeError, ValueError):
-        raise ValueError(f"image_size must be (H, W); got {image_size!r}") from None
-    if not (math.isfinite(h) and math.isfinite(w) and h > 0 and w > 0):
-        raise ValueError(f"image_size (H, W) must be positive; got {tuple(image_size)!r}")
-    return h, w
-
-
-# ----------------------------------------------------------------------------- Eq. 2, general path
-def _integral(masks: torch.Tensor) -> torch.Tensor:
-    """Integral image ``[..., dy+1, dx+1]`` in float64 (cell units: a full cell weighs 1)."""
-    g = masks.to(torch.float64).cumsum(-1).cumsum(-2)
-    return torch.nn.functional.pad(g, (1, 0, 1, 0))
-
-
-def _mass(G: torch.Tensor, boxes_c: torch.Tensor) -> torch.Tensor:
-    """Mask mass (cell units) inside boxes given in cell coordinates ``[K, 4]`` -> ``[..., K]``.
-
-    F is bilinear inside a cell, so bilinear interpolation of the integral image G is exact.
-    Boxes reaching outside the grid see its border cells replicated outwards.
-    """
-    dy, dx = G.shape[-2] - 1, G.shape[-1] - 1
-    flat = G.reshape(*G.shape[:-2], -1)
-
-    def corner(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        # Outside [0, d] the border cell's bilinear formula is extrapolated, which is the integral
-        # of the mask with its border cells replicated outwards (used for the Eq. 3 surround).
-        iu = u.floor().clamp(0, dx - 1).long()
-        iv = v.floor().clamp(0, dy - 1).long()
-        fu, fv = u - iu, v - iv
-        i00 = iv * (dx + 1) + iu
-        g00, g01 = flat[..., i00], flat[..., i00 + 1]
-        g10, g11 = flat[..., i00 + dx + 1], flat[..., i00 + dx + 2]
-        return (1 - fv) * ((1 - fu) * g00 + fu * g01) + fv * ((1 - fu) * g10 + fu * g11)
-
-    u1, v1, u2, v2 = boxes_c.unbind(-1)
-    return corner(u2, v2) - corner(u1, v2) - corner(u2, v1) + corner(u1, v1)
-
-
-def _to_cells(boxes: torch.Tensor, region: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    sx = dx / (region[2] - region[0])
-    sy = dy / (region[3] - region[1])
-    return torch.stack([(boxes[:, 0] - region[0]) * sx, (boxes[:, 1] - region[1]) * sy,
-                        (boxes[:, 2] - region[0]) * sx, (boxes[:, 3] - region[1]) * sy], -1)
-
-
-@serial
-def mask_score(masks: torch.Tensor, boxes: BoxesLike, region: RectLike) -> torch.Tensor:
-    """Eq. 2, ``S(bb, m)``: mean mask value inside each box, exact for boxes cutting cells.
-
-    masks: ``[..., dy, dx]`` covering ``region`` (x1, y1, x2, y2) (square ``d × d`` in the paper;
-    the merged image-level masks of :mod:`dnnod.multiscale` may be rectangular grids);
-    boxes: ``[K, 4]`` xyxy with positive area, inside ``region``. Returns ``[..., K]`` in the masks'
-    dtype. A box equal to the region scores the mean of the mask.
-    """
-    masks = _as_masks(masks)
-    r = as_rect(region, "region")
-    b = as_boxes(boxes, "boxes", allow_empty_area=False)
-    _check_inside(b, r)
-    dy, dx = masks.shape[-2:]
-    bc = _to_cells(b, r, dy, dx)
-    mass = _mass(_integral(masks), bc)
-    area = (bc[:, 2] - bc[:, 0]) * (bc[:, 3] - bc[:, 1])
-    return (mass / area).to(masks.dtype)
-
-
-def _scale_about_centre(boxes: torch.Tensor, factor: float) -> torch.Tensor:
-    c = (boxes[..., :2] + boxes[..., 2:]) / 2
-    half = (boxes[..., 2:] - boxes[..., :2]) * (factor / 2)
-    return torch.cat([c - half, c + half], -1)
-
-
-@serial
-def box_scores(masks: torch.Tensor, boxes: BoxesLike, region: RectLike, *,
-               surround: float = DEFAULT_SURROUND, clip: Optional[RectLike] = None) -> torch.Tensor:
-    """Eq. 3, ``S(bb) = Σ_h S(bb(h), m^h) − S(bb(h̄), m^h)`` for arbitrary boxes.
-
-    masks: ``[..., 5, dy, dx]`` (types in ``MASK_TYPES`` order) covering ``region``; boxes ``[K, 4]``
-    inside it. For ``full``, h̄ is the frame between bb and bb scaled by ``surround`` about its
-    centre, clipped to the region (term 0 if that frame is empty) — ours, PAPER.md §10.
-    Returns ``[..., K]``; a perfect box scores 5.
-
-    ``clip`` (default: the region) is the rectangle the surround is clipped to — the image, when
-    the masks cover only a crop of it (refinement). Where the clipped surround leaves the region,
-    the mask's border cells are taken to continue outwards (ours): an object cut by the crop
-    edge then still penalises a box that stops at that edge.
-    """
-    masks = _as_masks5(masks)
-    r = as_rect(region, "region")
-    b = as_boxes(boxes, "boxes", allow_empty_area=False)
-    _check_inside(b, r)
-    if not (isinstance(surround, (int, float)) and math.isfinite(surround) and surround >= 1):
-        raise ValueError(f"surround must be a number >= 1; got {surround!r}")
-    dy, dx = masks.shape[-2:]
-    G = _integral(masks)                                  # [..., 5, dy+1, dx+1]
-    bc = _to_cells(b, r, dy, dx)
-    parts = box_parts(bc)                                 # [5, K, 4] in cell units
-    area = (bc[:, 2] - bc[:, 0]) * (bc[:, 3] - bc[:, 1])
-    # Halves: own half minus opposite half, both of area A/2.
-    opp = {_TOP: _BOTTOM, _BOTTOM: _TOP, _LEFT: _RIGHT, _RIGHT: _LEFT}
-    total = _mass(G[..., _FULL, :, :], bc) / area
-    for t, o in opp.items():
-        total = total + (_mass(G[..., t, :, :], parts[t]) - _mass(G[..., t, :, :], parts[o])) / (area / 2)
-    # Full: minus the mean of the full mask over the surrounding frame.
-    cl = r if clip is None else as_rect(clip, "clip")
-    rc = _to_cells(cl[None], r, dy, dx)[0]
-    enl = _scale_about_centre(bc, surround)
-    enl = torch.maximum(torch.minimum(enl, rc[[2, 3, 2, 3]]), rc[[0, 1, 0, 1]])
-    area_e = (enl[:, 2] - enl[:, 0]) * (enl[:, 3] - enl[:, 1])
-    frame_area = area_e - area
-    frame_mass = _mass(G[..., _FULL, :, :], enl) - _mass(G[..., _FULL, :, :], bc)
-    ok = frame_area > 1e-9 * area
-    frame = torch.where(ok, frame_mass / torch.where(ok, frame_area, torch.ones_like(frame_area)),
-                        torch.zeros_like(frame_area))
-    return (total - frame).to(masks.dtype)
 
 
 # ----------------------------------------------------------------------------- aspect ratios
@@ -329,6 +138,9 @@ class Lattice:
     NY: int = 0
     #: Lattice-only precomputations of the fast path (see :func:`_snapped_geometry`).
     _cache: Dict[tuple, object] = field(default_factory=dict, repr=False, compare=False)
+    #: All candidate boxes, built on first use and kept (a memoised lattice serves every image
+    #: of its size: building 200 k boxes costs more than scoring them).
+    _all: Optional[torch.Tensor] = field(default=None, repr=False, compare=False)
 
     @property
     def num_shapes(self) -> int:
@@ -342,9 +154,14 @@ class Lattice:
         return int(self.counts.sum())
 
     def boxes(self, index: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Candidate boxes ``[K, 4]`` float64 (all, or the given flat candidate indices)."""
+        """Candidate boxes ``[K, 4]`` float64 (all, or the given flat candidate indices).
+
+        All boxes are built once per lattice and the same tensor is returned on every later
+        call: treat it as read-only (``.clone()`` it before changing it)."""
         if index is None:
-            return self._all_boxes()
+            if self._all is None:
+                self._all = self._all_boxes()
+            return self._all
         counts = self.counts
         start = torch.cumsum(counts, 0) - counts
         index = index.long()
@@ -490,7 +307,7 @@ def candidate_boxes(image_size: Tuple[float, float], aspect_ratios: Optional[Seq
     Returns ``[K, 4]`` float64 xyxy, in the order :func:`score_candidates` scores them.
     """
     H, W = _check_image_size(image_size)
-    return make_lattice((0.0, 0.0, W, H), aspect_ratios, sizes=sizes, stride=stride).boxes()
+    return make_lattice((0.0, 0.0, W, H), aspect_ratios, sizes=sizes, stride=stride).boxes().clone()
 
 
 # ----------------------------------------------------------------------------- fast path
@@ -580,6 +397,7 @@ _FINE = 4
 _BLOCK_POSITIONS = 1 << 16
 
 
+@serial
 def _score_lattice(masks: torch.Tensor, lat: Lattice, *, surround: float,
                    threshold: Optional[float] = None, clip: Optional[torch.Tensor] = None,
                    method: str = "auto"):
@@ -866,6 +684,10 @@ def score_candidates(masks: torch.Tensor, region: RectLike,
     masks: ``[..., 5, dy, dx]``. Returns ``(boxes [K, 4], eq2 [..., K], eq3 [..., K])`` — the same
     numbers as :func:`mask_score` / :func:`box_scores` on :func:`candidate_boxes`, computed as
     batched matrix products over the stride lattice (module docstring).
+
+    Steady state: for a region seen before (every image of one size) the lattice, its geometry
+    and its boxes are memoised, so a call is the scoring alone. ``boxes`` is then the lattice's
+    own tensor, shared by every such call: read-only (clone it before changing it).
     """
     masks = _as_masks5(masks)
     lat = make_lattice(region, aspect_ratios, sizes=sizes, stride=stride)
@@ -874,179 +696,3 @@ def score_candidates(masks: torch.Tensor, region: RectLike,
     eq2, eq3 = _score_lattice(masks.reshape(-1, *masks.shape[-3:]), lat, surround=surround,
                               clip=cl)
     return lat.boxes(), eq2.reshape(*lead, -1), eq3.reshape(*lead, -1)
-
-
-# ----------------------------------------------------------------------------- NMS and extraction
-def nms(boxes: torch.Tensor, scores: torch.Tensor, overlap: float = 0.5, mode: str = "iou",
-        max_keep: Optional[int] = None,
-        accept: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-        chunk: int = 64) -> torch.Tensor:
-    """Greedy NMS; indices of kept boxes, best first.
-
-    ``mode="iou"``: torchvision's NMS (intersection over union). ``mode="dpm"``: Felzenszwalb et
-    al.'s variant that the paper cites — overlap is intersection over the *suppressed* box's area,
-    so boxes nested inside a better one are removed too.
-
-    ``accept(boxes [n, 4]) -> bool [n]`` (e.g. the paper's box classifier, Sec. 5.2): the result
-    is that of NMS over the accepted boxes only, but ``accept`` is asked lazily, ``chunk`` boxes
-    at a time (doubling up to 1024 while it keeps being needed), and only about boxes that no
-    kept box has suppressed yet (ours: with a ``max_keep`` of 10 it usually sees tens of boxes
-    instead of thousands). A rejected box suppresses nothing.
-    """
-    if mode not in NMS_MODES:
-        raise ValueError(f"nms mode must be one of {NMS_MODES}; got {mode!r}")
-    if boxes.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.long)
-    if mode == "iou" and accept is None:
-        keep = torchvision.ops.nms(boxes.float(), scores.float(), float(overlap))
-        return keep if max_keep is None else keep[:max_keep]
-    order = torch.argsort(scores, descending=True)
-    b = boxes[order].double()
-    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    alive = torch.ones(len(b), dtype=torch.bool)
-    decided = torch.zeros(len(b), dtype=torch.bool)
-    ok = torch.ones(len(b), dtype=torch.bool)
-    keep: List[int] = []
-    limit = len(b) if max_keep is None else max_keep
-    i = 0
-    # Each step is vectorised over all boxes; the loop runs once per kept (or rejected) box.
-    while len(keep) < limit:
-        nz = torch.nonzero(alive[i:])
-        if nz.numel() == 0:
-            break
-        i = i + int(nz[0])
-        if accept is not None and not decided[i]:
-            ask = torch.nonzero(alive & ~decided).squeeze(1)[:chunk]     # starts at i
-            ok[ask] = _accepted(accept, boxes[order[ask]])
-            decided[ask] = True
-            alive[ask[~ok[ask]]] = False            # rejected boxes take no part at all
-            chunk = min(2 * chunk, 1024)            # a run of rejections: ask more at once
-            if not ok[i]:
-                continue
-        alive[i] = False
-        keep.append(i)
-        iw = (torch.minimum(b[i, 2], b[:, 2]) - torch.maximum(b[i, 0], b[:, 0])).clamp(min=0)
-        ih = (torch.minimum(b[i, 3], b[:, 3]) - torch.maximum(b[i, 1], b[:, 1])).clamp(min=0)
-        inter = iw * ih
-        ov = inter / area if mode == "dpm" else inter / (area[i] + area - inter)
-        alive &= ~(ov > overlap)
-    return order[torch.tensor(keep, dtype=torch.long)]
-
-
-def _accepted(classifier: Callable[[torch.Tensor], torch.Tensor], boxes: torch.Tensor) -> torch.Tensor:
-    keep = torch.as_tensor(classifier(boxes.float()))
-    if keep.shape != (len(boxes),) or keep.dtype != torch.bool:
-        raise ValueError(f"classifier(boxes [N, 4]) must return a bool tensor [N]; got "
-                         f"{tuple(keep.shape)} {keep.dtype}")
-    return keep.cpu()
-
-
-@serial
-def _finish(boxes: torch.Tensor, eq3: torch.Tensor, *, classifier, nms_iou: float, nms_mode: str,
-            top_k: Optional[int], pre_nms: Optional[int], return_all: bool):
-    order = torch.argsort(eq3, descending=True)
-    if pre_nms is not None:
-        order = order[:pre_nms]
-    boxes, eq3 = boxes[order], eq3[order]
-    if classifier is not None and return_all and len(boxes):
-        # the intermediates list every candidate the classifier keeps: ask about all of them
-        keep = _accepted(classifier, boxes)
-        boxes, eq3, classifier = boxes[keep], eq3[keep], None
-    # else the classifier is asked lazily inside NMS: the same boxes as filtering first
-    k = nms(boxes, eq3, nms_iou, nms_mode, max_keep=None if return_all else top_k,
-            accept=classifier)
-    out_b, out_s = boxes[k[:top_k]].float(), eq3[k[:top_k]].float()
-    if not return_all:
-        return out_b, out_s
-    return out_b, out_s, {"candidates": boxes.float(), "candidate_scores": eq3.float(),
-                          "candidates_nms": boxes[k].float(), "candidate_scores_nms": eq3[k].float()}
-
-
-def _check_extract_args(threshold, nms_iou, top_k):
-    if not isinstance(threshold, (int, float)) or math.isnan(threshold):
-        raise ValueError(f"threshold must be a number; got {threshold!r}")
-    if not isinstance(nms_iou, (int, float)) or not (0 <= nms_iou <= 1):
-        raise ValueError(f"nms_iou must be in [0, 1]; got {nms_iou!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be an integer >= 1 or None; got {top_k!r}")
-
-
-def extract_boxes_batch(masks: torch.Tensor, region: RectLike,
-                        aspect_ratios: Optional[Sequence[float]] = None, *, threshold: float = 0.5,
-                        nms_iou: float = 0.5, top_k: Optional[int] = 5,
-                        classifiers: Optional[Sequence[Optional[Callable]]] = None,
-                        stride: float = 5, sizes: Sequence[float] = DEFAULT_SIZES,
-                        surround: float = DEFAULT_SURROUND, nms_mode: str = "dpm",
-                        pre_nms: Optional[int] = DEFAULT_PRE_NMS, return_all: bool = False,
-                        lattice: Optional[Lattice] = None) -> list:
-    """:func:`extract_boxes` for B mask sets ``[B, 5, dy, dx]`` over the same region (e.g. the
-    classes of one merged mask): the lattice is scored once for all of them. Returns a list of B
-    results, each as :func:`extract_boxes` returns it."""
-    masks = _as_masks5(masks)
-    if masks.dim() != 4:
-        raise ValueError(f"masks must be shaped [B, 5, d, d]; got {tuple(masks.shape)}")
-    _check_extract_args(threshold, nms_iou, top_k)
-    lat = lattice if lattice is not None else make_lattice(region, aspect_ratios, sizes=sizes,
-                                                           stride=stride)
-    # Eq. 2 is a weighted mean of the full mask, so a mask set whose maximum does not exceed the
-    # threshold has no candidate: skip it (exact; most classes of an image are such).
-    active = torch.nonzero(masks[:, _FULL].amax((-2, -1)) > threshold).squeeze(1)
-    empty = (torch.zeros(0, dtype=torch.long), masks.new_zeros(0), masks.new_zeros(0))
-    per = [empty] * masks.shape[0]
-    if active.numel():
-        for a, r in zip(active.tolist(), _score_lattice(masks[active], lat, surround=surround,
-                                                        threshold=float(threshold))):
-            per[a] = r
-    cls = list(classifiers) if classifiers is not None else [None] * masks.shape[0]
-    out = []
-    for (idx, _eq2, eq3), c in zip(per, cls):
-        if pre_nms is not None and len(eq3) > pre_nms:
-            # Only the best pre_nms survive to NMS: select them before materialising boxes.
-            eq3, top = torch.topk(eq3, pre_nms)
-            idx = idx[top]
-        out.append(_finish(lat.boxes(idx), eq3, classifier=c, nms_iou=nms_iou, nms_mode=nms_mode,
-                           top_k=top_k, pre_nms=pre_nms, return_all=return_all))
-    return out
-
-
-def extract_boxes(masks: torch.Tensor, region: RectLike, aspect_ratios: Optional[Sequence[float]] = None,
-                  *, threshold: float = 0.5, nms_iou: float = 0.5, top_k: Optional[int] = 5,
-                  classifier: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                  candidates: Optional[BoxesLike] = None, stride: float = 5,
-                  sizes: Sequence[float] = DEFAULT_SIZES, surround: float = DEFAULT_SURROUND,
-                  nms_mode: str = "dpm", pre_nms: Optional[int] = DEFAULT_PRE_NMS,
-                  return_all: bool = False):
-    """Boxes from one mask set (paper Sec. 5.2): ``masks [5, dy, dx]`` covering ``region``.
-
-    1. candidates: the lattice of :func:`make_lattice` (9 sizes × aspect ratios, ``stride`` px),
-       or the given ``candidates [K, 4]``;
-    2. keep those whose Eq. 2 score on the full mask exceeds ``threshold`` (paper: "e.g. 0.5");
-    3. rank by Eq. 3; keep the best ``pre_nms`` (ours, bounds the NMS cost);
-    4. optional ``classifier(boxes [N, 4]) -> bool [N]`` keeps boxes of the detector's class;
-    5. greedy NMS at ``nms_iou``, *then* the top ``top_k`` (ours: else the top 5 are
-       near-duplicates). ``nms_mode="dpm"`` (default; the paper cites DPM's NMS): overlap is
-       measured over the suppressed box's area, which also removes the boxes nested inside a
-       better one — parts of an object score high on Eq. 3 (up to 4 of 5) and would otherwise
-       crowd the top 5; ``"iou"``: torchvision's NMS.
-
-    Returns ``(boxes [k, 4], scores [k])`` with scores = Eq. 3, best first. With ``return_all``
-    a third item: dict with ``candidates``/``candidate_scores`` (after steps 2–4) and
-    ``candidates_nms``/``candidate_scores_nms`` (after NMS, before the top-k cut).
-    """
-    masks = _as_masks5(masks)
-    if masks.dim() != 3:
-        raise ValueError(f"masks must be shaped [5, d, d] (one class); got {tuple(masks.shape)}")
-    if candidates is None:
-        return extract_boxes_batch(masks[None], region, aspect_ratios, threshold=threshold,
-                                   nms_iou=nms_iou, top_k=top_k, classifiers=[classifier],
-                                   stride=stride, sizes=sizes, surround=surround,
-                                   nms_mode=nms_mode, pre_nms=pre_nms, return_all=return_all)[0]
-    _check_extract_args(threshold, nms_iou, top_k)
-    r = as_rect(region, "region")
-    cand = as_boxes(candidates, "candidates", allow_empty_area=False)
-    eq2 = mask_score(masks[_FULL], cand, r)
-    sel = eq2 > threshold
-    cand = cand[sel]
-    eq3 = box_scores(masks, cand, r, surround=surround) if len(cand) else eq2[:0]
-    return _finish(cand, eq3, classifier=classifier, nms_iou=nms_iou, nms_mode=nms_mode,
-                   top_k=top_k, pre_nms=pre_nms, return_all=return_all)

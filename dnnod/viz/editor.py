@@ -18,9 +18,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ._validate import BoxesLike, RectLike, as_boxes, as_rect
-from .localize import (DEFAULT_SIZES, DEFAULT_SURROUND, box_scores, extract_boxes, mask_score)
-from .masks import MASK_TYPES, box_parts
+from .._validate import BoxesLike, RectLike, as_boxes, as_rect
+from ..localize import (DEFAULT_SIZES, DEFAULT_SURROUND, box_scores, extract_boxes, mask_score)
+from ..masks import MASK_TYPES, box_parts
 
 __all__ = ["MaskEditor", "mask_editor_widget", "eq3_terms", "sampler_widget", "BRUSH_MODES"]
 
@@ -37,7 +37,7 @@ def _as_masks5(masks) -> torch.Tensor:
     m = m.detach().to("cpu", torch.float64).clone()
     if not torch.isfinite(m).all():
         raise ValueError("masks contain NaN or inf")
-    # Scoring clamps predictions to [0, 1] (PAPER.md §10); the editor shows what is scored.
+    # Scoring clamps predictions to [0, 1] (book appendix A, departures); the editor shows what is scored.
     return m.clamp_(0.0, 1.0)
 
 
@@ -298,7 +298,7 @@ def mask_editor_widget(image, sources: Mapping[str, torch.Tensor], region: Optio
                        aspect_ratios: Optional[Sequence[float]] = None, *, gt_boxes=None,
                        start: Optional[str] = None, brush: Tuple[Tuple[int, int], Tuple[int, int]] = None,
                        threshold: float = 0.5, top_k: int = 5, **editor_kw):
-    """The mask editor as a :class:`dnnod.widgets.Panel` (core ipywidgets 8 only).
+    """The mask editor as a :class:`dnnod.viz.widgets.Panel` (core ipywidgets 8 only).
 
     ``sources`` maps a name (e.g. ``"network"``, ``"ground truth"``) to masks ``[5, d, d]`` over
     ``region`` (default: the whole image); the "start from" menu restarts the editor from one of
@@ -455,14 +455,14 @@ def mask_editor_widget(image, sources: Mapping[str, torch.Tensor], region: Optio
 
 # ---------------------------------------------------------------------------------- chapter 5
 def sampler_widget(sampler, pool: int = 240, seed: int = 0, class_names: Optional[Sequence[str]] = None):
-    """Explore the paper's localizer sampler (Sec. 4, :class:`dnnod.sampler.LocalizerSampler`):
+    """Explore the paper's localizer sampler (Sec. 4, :class:`dnnod.data.sampler.LocalizerSampler`):
     pick an image, positive or negative, a sample and a class ("auto": the class with the most
     target mass); see the window on the image, the
     crop the network gets and its five Eq. 1 targets for that class.
 
     ``pool`` windows are drawn once with ``sampler.windows`` (seeded), exactly as training draws
     them; the controls browse that pool. (Lives here, beside the mask editor, so that chapters 5
-    and 6 share one module of their own; drawing goes through :mod:`dnnod.plot`.)
+    and 6 share one module of their own; drawing goes through :mod:`dnnod.viz.plot`.)
     """
     import ipywidgets as W
 

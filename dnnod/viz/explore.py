@@ -2,12 +2,13 @@
 
 Everything here draws what the package computed — the intermediates of
 :func:`dnnod.detect.detect` (``return_intermediates=True``), :func:`dnnod.refine.refine_boxes`,
-:func:`dnnod.localize.extract_boxes` and the JSON written by :mod:`dnnod.experiments` — with the
-look of :mod:`dnnod.plot`. Widgets are :class:`dnnod.widgets.Panel` s (core ipywidgets 8 only):
+:func:`dnnod.localize.extract_boxes` and the JSON written by :mod:`dnnod.studies.experiments` — with the
+look of :mod:`dnnod.viz.plot`. Widgets are :class:`dnnod.viz.widgets.Panel` s (core ipywidgets 8 only):
 builder functions a test can drive by setting a control's value.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import ipywidgets as W
@@ -15,10 +16,10 @@ import numpy as np
 import torch
 
 from . import plot
-from .evaluate import voc_ap
-from .localize import extract_boxes
-from .masks import MASK_TYPES
-from .refine import refine_boxes
+from ..evaluate import voc_ap
+from ..localize import extract_boxes
+from ..masks import MASK_TYPES
+from ..refine import refine_boxes
 from .widgets import Panel, _SLIDER_STYLE
 
 __all__ = ["load_book_data", "crop", "scale_boxes", "windows_figure", "window_gallery", "merged_figure",
@@ -27,30 +28,24 @@ __all__ = ["load_book_data", "crop", "scale_boxes", "windows_figure", "window_ga
            "pr_widget"]
 
 SCALE_NAMES = ("scale 1 (whole image)", "scale 1/2", "scale 1/4")
-#: Where the book's precomputed results live online (Colab has no checkout of the repository).
-BOOK_DATA_URL = "https://raw.githubusercontent.com/dnnod/dnnod/main/book/data/"
+#: Width (inches) of the six-panel galleries (a crop and its five masks per row): at the book's
+#: 100 dpi and a 720 px content column their 10 pt titles show at >= 10 px.
+GALLERY_WIDTH_IN = 9.4
+#: The book's precomputed results (written by :mod:`dnnod.studies`): package data, installed with
+#: ``pip install`` (Colab included), so no chapter reads anything from the network.
+BOOK_DATA = Path(__file__).resolve().parents[1] / "studies" / "results"
 
 
 def load_book_data(name: str, folder=None) -> Dict[str, Any]:
-    """A JSON file of ``book/data`` (written by :mod:`dnnod.experiments`): from ``folder``, else
-    ``data/`` next to the chapter or ``book/data`` of the checkout; where neither exists (Colab),
-    downloaded from the repository (:data:`BOOK_DATA_URL`)."""
+    """A JSON file of the book's results (written by :mod:`dnnod.studies.experiments` and
+    :mod:`dnnod.studies.baselines`): from ``folder``, else from the package (:data:`BOOK_DATA`,
+    ``dnnod/studies/results``)."""
     import json
-    from pathlib import Path
-    cands = [Path(folder)] if folder is not None else [Path("data"), Path("book/data"),
-                                                        Path(__file__).resolve().parents[1] / "book" / "data"]
-    for c in cands:
-        if (c / name).is_file():
-            return json.loads((c / name).read_text())
-    if folder is not None:
-        raise FileNotFoundError(f"{Path(folder) / name} not found")
-    import urllib.request
-    try:
-        with urllib.request.urlopen(BOOK_DATA_URL + name, timeout=30) as r:
-            return json.loads(r.read().decode())
-    except OSError as e:
-        raise FileNotFoundError(f"{name}: not in {[str(c) for c in cands]} and not downloadable "
-                                f"from {BOOK_DATA_URL} ({e}); run python -m dnnod.experiments") from e
+    path = Path(folder if folder is not None else BOOK_DATA) / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the book's results are written by "
+                                f"python -m dnnod.studies.experiments / dnnod.studies.baselines")
+    return json.loads(path.read_text())
 
 
 def _scale_name(s: int) -> str:
@@ -106,7 +101,7 @@ def windows_figure(image, result, gt_boxes=None):
     """The windows of every scale drawn on the image (paper Sec. 5.3), one panel per scale."""
     import matplotlib.pyplot as plt
     S = len(result["windows"])
-    fig, axes = plt.subplots(1, S, figsize=(3.4 * S, 3.4 * image.shape[1] / image.shape[2] + 0.4))
+    fig, axes = plt.subplots(1, S, figsize=(3.15 * S, 3.15 * image.shape[1] / image.shape[2] + 0.5))
     axes = np.atleast_1d(axes)
     for s, ax in enumerate(axes):
         w = result["windows"][s]
@@ -127,12 +122,12 @@ def window_gallery(image, result, picks: Sequence[Tuple[int, int]], label: int =
     n = len(picks)
     if n == 0:
         raise ValueError("window_gallery needs at least one (scale, window) pick")
-    fig, axes = plt.subplots(n, 6, figsize=(11, 1.95 * n), squeeze=False)
+    fig, axes = plt.subplots(n, 6, figsize=(GALLERY_WIDTH_IN, 1.85 * n), squeeze=False)
     for r, (s, k) in enumerate(picks):
         win = result["windows"][s][k]
         c = crop(image, win)
         m = result["window_masks"][s][k, label - 1]
-        plot.show_image(axes[r, 0], c, title=f"{_scale_name(s)}, window {k}")
+        plot.show_image(axes[r, 0], c, title=f"{_scale_name(s)}\nwindow {k}")
         for t in range(5):
             plot.overlay_mask(axes[r, t + 1], c, m[t], title=MASK_TYPES[t] if r == 0 else None)
     fig.tight_layout()
@@ -144,8 +139,8 @@ def merged_figure(image, result, label: int = 1, types: Sequence[str] = MASK_TYP
     mask types."""
     import matplotlib.pyplot as plt
     S = len(result["merged_masks"])
-    fig, axes = plt.subplots(S, len(types), figsize=(2.2 * len(types), 2.2 * S * image.shape[1]
-                                                    / image.shape[2] + 0.3), squeeze=False)
+    fig, axes = plt.subplots(S, len(types), figsize=(1.8 * len(types), 1.8 * S * image.shape[1]
+                                                    / image.shape[2] + 0.5), squeeze=False)
     H, W_ = image.shape[1:]
     for s in range(S):
         m = result["merged_masks"][s][label - 1]
@@ -156,17 +151,22 @@ def merged_figure(image, result, label: int = 1, types: Sequence[str] = MASK_TYP
             ax.imshow(mm.detach().cpu().numpy(), extent=(0, W_, H, 0), vmin=0, vmax=1,
                       cmap=plot.MASK_CMAP, alpha=0.6, interpolation="nearest")
             if j == 0:
-                ax.set_ylabel(f"{_scale_name(s)}\n{mm.shape[0]}×{mm.shape[1]} cells", fontsize=8)
+                ax.set_ylabel(f"{_scale_name(s)}\n{mm.shape[0]}×{mm.shape[1]} cells", fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def scale_boxes_figure(image, result, class_names: Optional[Sequence[str]] = None, gt_boxes=None):
-    """The stage-1 boxes each scale found (≤ top_k per class), one panel per scale."""
+def scale_boxes_figure(image, result, class_names: Optional[Sequence[str]] = None, gt_boxes=None,
+                       labelled: Optional[int] = None):
+    """The stage-1 boxes each scale found (≤ top_k per class), one panel per scale; the best
+    ``labelled`` boxes of each class carry their class and score (default: 3 in all, at least one
+    per class)."""
     import matplotlib.pyplot as plt
     S = len(result["windows"])
     C = len(result["candidates_nms"][0])
-    fig, axes = plt.subplots(1, S, figsize=(3.4 * S, 3.4 * image.shape[1] / image.shape[2] + 0.4))
+    if labelled is None:
+        labelled = max(1, 3 // C)
+    fig, axes = plt.subplots(1, S, figsize=(3.15 * S, 3.15 * image.shape[1] / image.shape[2] + 0.5))
     axes = np.atleast_1d(axes)
     for s, ax in enumerate(axes):
         n = 0
@@ -177,8 +177,16 @@ def scale_boxes_figure(image, result, class_names: Optional[Sequence[str]] = Non
             b, sc = scale_boxes(result, s, c)
             n += len(b)
             if len(b):
-                plot.draw_boxes(ax, b, labels=[c] * len(b), scores=sc, class_names=class_names)
-        ax.set_title(f"{_scale_name(s)}: {n} boxes", fontsize=10)
+                # Every box thin and unlabelled; the best `labelled` per class labelled on top, so
+                # that the labels of up to 10 boxes per scale do not pile up on each other.
+                order = torch.argsort(torch.as_tensor(sc), descending=True)
+                b, sc = b[order], torch.as_tensor(sc)[order]
+                plot.draw_boxes(ax, b, labels=[c] * len(b), linewidth=0.8, text=False)
+                top = b[:labelled]
+                plot.draw_boxes(ax, top, labels=[c] * len(top), scores=sc[:labelled],
+                                class_names=class_names, linewidth=2)
+        best = f"best {labelled} labelled" if C == 1 else f"best {labelled} per class labelled"
+        ax.set_title(f"{_scale_name(s)}: {n} boxes\n({best})", fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -279,7 +287,7 @@ def refine_steps(predictor, image, result, **kw) -> Dict[str, torch.Tensor]:
         raise ValueError("this result has no stage-1 detections to refine")
     ar = result.get("aspect_ratios")
     ar = None if ar is None else [float(v) for v in ar]
-    from .detect import as_predictor
+    from ..detect import as_predictor
     _, _, _, extra = refine_boxes(as_predictor(predictor), image, b, lab, ar, apply_nms=False, return_all=True, **kw)
     return {"boxes_before": b.float(), "scores_before": s.float(), "labels": lab,
             "scales": stage1_scales(result),
@@ -292,7 +300,7 @@ def _refine_row(axes, image, steps, i, class_names=None, gt_boxes=None, titles=T
     cr = crop(image, c)
     off = torch.floor(torch.tensor([float(c[0]), float(c[1])] * 2))
     lab = int(steps["labels"][i])
-    plot.show_image(axes[0], cr, title=f"detection {i}: crop (1.2×)" if titles else None)
+    plot.show_image(axes[0], cr, title=f"detection {i}\ncrop (1.2×)" if titles else None)
     if gt_boxes is not None and len(gt_boxes):
         plot.draw_boxes(axes[0], torch.as_tensor(gt_boxes).double() - off, color=plot.GT_COLOR,
                         linewidth=1, linestyle=":", text=False)
@@ -314,7 +322,7 @@ def refine_figure(image, steps, indices: Sequence[int], class_names=None, gt_box
     n = len(indices)
     if n == 0:
         raise ValueError("refine_figure needs at least one detection index")
-    fig, axes = plt.subplots(n, 6, figsize=(11, 1.95 * n), squeeze=False)
+    fig, axes = plt.subplots(n, 6, figsize=(GALLERY_WIDTH_IN, 1.85 * n), squeeze=False)
     for r, i in enumerate(indices):
         _refine_row(axes[r], image, steps, i, class_names, gt_boxes, titles=(r == 0))
     fig.tight_layout()
@@ -382,7 +390,7 @@ def ap_figure(recall, precision, title: str = ""):
     axes[1].step(mrec, env, where="post", color=plot.PALETTE[1])
     axes[1].set_title(f"all-point: AP = {apall:.3f}", fontsize=10)
     for ax in axes:
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=10, loc="lower left")
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
@@ -404,7 +412,7 @@ def pr_figure(results: Mapping[str, Mapping[str, Any]], titles: Optional[Mapping
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
         ax.set_title((titles or {}).get(name, name) + f" (mAP {r['map_07']:.3f})", fontsize=10)
-        ax.legend(fontsize=8, loc="lower left")
+        ax.legend(fontsize=10, loc="lower left")
     fig.tight_layout()
     return fig
 
@@ -414,11 +422,11 @@ ERROR_KINDS = ("missed", "mislocalised", "duplicate", "background", "confusion")
 
 def error_gallery(dataset, errors: Mapping[str, Any], class_names=None,
                   kinds: Sequence[str] = ERROR_KINDS, per_kind: int = 3, context: float = 0.6):
-    """The worst errors of each kind (from :func:`dnnod.experiments.worst_errors`): a crop around
+    """The worst errors of each kind (from :func:`dnnod.studies.experiments.worst_errors`): a crop around
     the error (the box enlarged by ``1 + context``) with the ground truth (green) and the error
     box (red); for ``missed`` the box is the ground truth nobody found."""
     import matplotlib.pyplot as plt
-    from .refine import enlarge
+    from ..refine import enlarge
     kinds = [k for k in kinds if errors.get(k)]
     if not kinds:
         raise ValueError("no errors to show")
@@ -444,10 +452,10 @@ def error_gallery(dataset, errors: Mapping[str, Any], class_names=None,
             name = class_names[lab - 1] if class_names else str(lab)
             if k == "missed":
                 plot.draw_boxes(ax, (box - off)[None], color=plot.GT_COLOR, linewidth=2.5, text=False)
-                ax.set_title(f"missed {name}\nbest IoU {e['best_iou']:.2f}", fontsize=8)
+                ax.set_title(f"missed {name}\nbest IoU {e['best_iou']:.2f}", fontsize=9)
             else:
                 plot.draw_boxes(ax, (box - off)[None], color="#d62728", linewidth=2, text=False)
-                ax.set_title(f"{k} {name} {e['score']:.2f}\nIoU {e['iou']:.2f}", fontsize=8)
+                ax.set_title(f"{k} {name} {e['score']:.2f}\nIoU {e['iou']:.2f}", fontsize=9)
         axes[r, 0].set_ylabel(k, fontsize=9)
     fig.tight_layout()
     return fig
@@ -491,7 +499,7 @@ def pr_widget(results: Mapping[str, Mapping[str, Any]]) -> Panel:
         ax.set_ylim(0, 1.05)
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
-        ax.legend(fontsize=8, loc="lower left")
+        ax.legend(fontsize=10, loc="lower left")
         ax.set_title(f"{ds.value}, {cls.value}: AP {r['ap_07'][cls.value]:.3f} (11-pt), "
                      f"{r['ap_all'][cls.value]:.3f} (all-pt)", fontsize=9)
         fig.tight_layout()

@@ -2,7 +2,7 @@
 # Run through the device tool on one NVIDIA H200 (16 CPU cores), from the repository root, with
 # $DNNOD_DATA/PennFudanPed = a copy of ../shared/data/PennFudanPed whose PNGs were re-encoded as
 # JPEG quality 92 (the tool carries at most 64 MiB). $OUT receives results.json, logs.tgz, models.
-# GPU session 2: shapes-tiny recipes at the CPU command's budget (1400 x 32), Penn-Fudan tiny conv
+# GPU runs for the book (2026-11-26): shapes-tiny recipes at the CPU command's budget (1400 x 32), Penn-Fudan tiny conv
 # x 3 seeds, paper arch (conv and fc head), test AP of each with the current dnnod.detect.
 export PYTHONPATH=$PWD DNNOD_DATA=${DNNOD_DATA:-$PWD/gpu_data} PYTHONUNBUFFERED=1
 nvidia-smi -L

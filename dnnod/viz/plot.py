@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ._validate import as_boxes, as_rect
-from .masks import MASK_TYPES
+from .._validate import as_boxes, as_rect
+from ..masks import MASK_TYPES
 
 # One palette (matplotlib's tab10, colour-blind friendly enough) indexed by 1-based class label.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -105,7 +105,7 @@ def draw_boxes(ax, boxes, labels=None, scores=None, class_names: Optional[Sequen
                                linestyle=linestyle, alpha=alpha))
         caption = _label_text(i, labels, scores, class_names) if text else None
         if caption:
-            ax.text(x1, y1, caption, fontsize=8, color="white", va="bottom", ha="left",
+            ax.text(x1, y1, caption, fontsize=9.5, color="white", va="bottom", ha="left",
                     bbox=dict(facecolor=c, edgecolor="none", pad=1.0, alpha=0.85), clip_on=True)
     return ax
 
@@ -142,7 +142,7 @@ def draw_mask(ax, mask, window=None, grid: bool = True, title: Optional[str] = N
             for j in range(d):
                 v = float(m[i, j])
                 ax.text(x1 + (j + 0.5) * cw, y1 + (i + 0.5) * ch, f"{v:.2f}".rstrip("0").rstrip("."),
-                        ha="center", va="center", fontsize=7, color="black" if v > 0.6 else "white")
+                        ha="center", va="center", fontsize=9, color="black" if v > 0.6 else "white")
     if window is None:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -166,18 +166,23 @@ def overlay_mask(ax, image: ImageLike, mask, window=None, alpha: float = 0.55,
 
 
 def plot_masks(masks, axes=None, window=None, image: Optional[ImageLike] = None, boxes=None,
-               titles: Sequence[str] = MASK_TYPES, values: bool = False, suptitle: Optional[str] = None):
+               titles: Sequence[str] = MASK_TYPES, values: bool = False, suptitle: Optional[str] = None,
+               colorbar: Optional[bool] = None):
     """The five masks ``[5, d, d]`` (``MASK_TYPES`` order) side by side; returns the figure.
 
     With ``image`` each mask is overlaid on it (inside ``window``); ``boxes`` are outlined on each.
+    ``colorbar`` (default: when this function makes the figure) adds one colour bar for the mask
+    value, 0 to 1, beside the last mask.
     """
     import matplotlib.pyplot as plt
 
     m = torch.as_tensor(masks).detach().cpu()
     if m.dim() != 3:
         raise ValueError(f"masks must be [K, d, d]; got shape {tuple(m.shape)}")
+    if colorbar is None:
+        colorbar = axes is None
     if axes is None:
-        fig, axes = plt.subplots(1, m.shape[0], figsize=(2.3 * m.shape[0], 2.5), squeeze=False)
+        fig, axes = plt.subplots(1, m.shape[0], figsize=(1.95 * m.shape[0], 2.3), squeeze=False)
         axes = axes[0]
     fig = axes[0].figure
     for k, ax in enumerate(axes[: m.shape[0]]):
@@ -191,6 +196,15 @@ def plot_masks(masks, axes=None, window=None, image: Optional[ImageLike] = None,
         if window is not None and image is None:
             ax.set_xticks([])
             ax.set_yticks([])
+    if colorbar:
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+        from mpl_toolkits.axes_grid1.inset_locator import inset_axes
+
+        last = axes[m.shape[0] - 1]
+        cax = inset_axes(last, width="6%", height="100%", loc="lower left",
+                         bbox_to_anchor=(1.04, 0.0, 1, 1), bbox_transform=last.transAxes, borderpad=0)
+        fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), cmap=MASK_CMAP), cax=cax, label="mask value")
     if suptitle:
         fig.suptitle(suptitle, fontsize=11)
     return fig
@@ -277,50 +291,49 @@ def render_detections(image: ImageLike, boxes, labels=None, scores=None,
 
 def pipeline_figure(image: ImageLike, windows, masks, window, boxes, refined=None,
                     gt_boxes=None, title_masks: str = "5 masks of one window"):
-    """The paper's pipeline on one image, as one row of panels:
+    """The paper's pipeline on one image, as two rows of three panels:
     image → windows → network → 5 masks → boxes → refined boxes.
 
     windows: ``[W, 4]`` windows drawn on the image; masks: ``[5, d, d]`` of ``window``;
     boxes: candidate / detected boxes; refined: the boxes after refinement (optional).
     """
     import matplotlib.pyplot as plt
-    from matplotlib.patches import FancyArrowPatch
 
-    n_panels = 5 + (refined is not None)
-    fig = plt.figure(figsize=(2.4 * n_panels + 1.5, 3.0))
-    gs = fig.add_gridspec(2, 9 + 2 * (refined is not None), height_ratios=[1, 1])
-    ax_img = fig.add_subplot(gs[:, 0:2])
+    # Two rows of three panels, so that every title stays >= 10 px at the book's column width
+    # (one row of six panels shrank them to about 5 px).
+    fig = plt.figure(figsize=(9.6, 7.0))
+    gs = fig.add_gridspec(2, 3, hspace=0.28, wspace=0.12)
+    ax_img = fig.add_subplot(gs[0, 0])
     show_image(ax_img, image, title="1. image")
     if gt_boxes is not None:
-        draw_boxes(ax_img, gt_boxes, color=GT_COLOR, linewidth=1.2, text=False)
-    ax_win = fig.add_subplot(gs[:, 2:4])
+        draw_boxes(ax_img, gt_boxes, color=GT_COLOR, linewidth=1.5, text=False)
+    ax_win = fig.add_subplot(gs[0, 1])
     show_image(ax_win, image, title=f"2. {len(windows)} windows")
     draw_boxes(ax_win, windows, color="white", linewidth=0.8, alpha=0.6, text=False)
-    draw_boxes(ax_win, torch.as_tensor(window)[None], color="#ffd600", linewidth=2, text=False)
-    ax_net = fig.add_subplot(gs[:, 4])
+    draw_boxes(ax_win, torch.as_tensor(window)[None], color="#ffd600", linewidth=2.5, text=False)
+    ax_net = fig.add_subplot(gs[0, 2])
     ax_net.axis("off")
-    ax_net.set_title("3. DetectorNet", fontsize=10)
+    ax_net.set_title("3. DetectorNet", fontsize=13)
     ax_net.text(0.5, 0.5, "CNN\n(AlexNet)\n↓\nregression\nlayer", ha="center", va="center",
-                fontsize=9, bbox=dict(boxstyle="round", facecolor="#e3f2fd", edgecolor="#1f77b4"))
-    sub = gs[:, 5:7].subgridspec(2, 3, wspace=0.05, hspace=0.25)
+                fontsize=13, bbox=dict(boxstyle="round", facecolor="#e3f2fd", edgecolor="#1f77b4"))
+    sub = gs[1, 0].subgridspec(2, 3, wspace=0.08, hspace=0.35)
     m = torch.as_tensor(masks)
     for k in range(5):
         ax = fig.add_subplot(sub[k // 3, k % 3])
         draw_mask(ax, m[k], grid=False)
-        ax.set_title(MASK_TYPES[k], fontsize=7, pad=2)
+        ax.set_title(MASK_TYPES[k], fontsize=11, pad=2)
     ax_title = fig.add_subplot(sub[1, 2])
     ax_title.axis("off")
-    ax_title.text(0.05, 0.5, "4. " + title_masks, ha="left", va="center", fontsize=8, wrap=True)
-    ax_box = fig.add_subplot(gs[:, 7:9])
+    ax_title.text(0.0, 0.5, "4. " + title_masks, ha="left", va="center", fontsize=11, wrap=True)
+    ax_box = fig.add_subplot(gs[1, 1])
     show_image(ax_box, image, title=f"5. {len(boxes)} boxes")
     draw_boxes(ax_box, boxes, linewidth=1.5, text=False)
-    axes = [ax_img, ax_win, ax_net, None, ax_box]
     if refined is not None:
-        ax_ref = fig.add_subplot(gs[:, 9:11])
+        ax_ref = fig.add_subplot(gs[1, 2])
         show_image(ax_ref, image, title="6. refined boxes")
         draw_boxes(ax_ref, refined, color=color_for(4), linewidth=2, text=False)
-        axes.append(ax_ref)
-    fig.subplots_adjust(left=0.01, right=0.99, top=0.86, bottom=0.03, wspace=0.35)
-    fig.add_artist(FancyArrowPatch((0.02, 0.04), (0.98, 0.04), transform=fig.transFigure,
-                                   arrowstyle="-|>", mutation_scale=12, color="#555555"))
+    for ax in fig.axes:
+        if ax.get_title() and ax.title.get_fontsize() < 11:
+            ax.title.set_fontsize(13)
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.95, bottom=0.03)
     return fig
