@@ -8,11 +8,10 @@ import json
 import shutil
 from pathlib import Path
 
+from browser import CHROMIUM, launch  # noqa: F401 (re-exported for the page's users)
+
 ROOT = Path(__file__).resolve().parents[1]
 VENDOR = ROOT / "book" / "_vendor" / "widgets"
-CHROMIUM = next((shutil.which(c) for c in ("chromium", "chromium-browser") if shutil.which(c)), None)
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"]
 
 
 def write_page(widget, folder: Path) -> Path:
@@ -40,11 +39,6 @@ def write_page(widget, folder: Path) -> Path:
     path = folder / "page.html"
     path.write_text(page, encoding="utf-8")
     return path
-
-
-def launch(playwright):
-    """Debian's chromium, headless, no network services."""
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
 
 
 def chapter6_painter(default_aspect: bool = False, **kw):

@@ -12,7 +12,6 @@ import functools
 import http.server
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -21,33 +20,16 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
-import yaml
+
+from browser import CHROMIUM, chapter_pages
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = Path(os.environ.get("DNNOD_BOOK_HTML", ROOT / "_build" / "html"))
-CHROMIUM = next((shutil.which(c) for c in ("chromium", "chromium-browser", "google-chrome")
-                 if shutil.which(c)), None)
 # What counts as an error in Chromium's console log (uncaught exceptions and rejections, failed
 # loads such as a 404 / missing file, widget-manager failures).
 ERROR_RE = re.compile(r"Uncaught|Failed to load resource|net::ERR_|TypeError|ReferenceError|"
                       r"SyntaxError|Error:|Could not (?:load|render|create)", re.I)
 CONSOLE_RE = re.compile(r'INFO:CONSOLE[^\]]*\] "(?P<msg>.*)", source: (?P<src>\S*)')
-
-
-def chapter_pages() -> List[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
-
-    def walk(entries):
-        for e in entries or []:
-            if "file" in e:
-                files.append(e["file"])
-            walk(e.get("sections"))
-            walk(e.get("chapters"))
-    walk(toc.get("chapters"))
-    for part in toc.get("parts", []) or []:
-        walk(part.get("chapters"))
-    return files
 
 
 PAGES = chapter_pages()

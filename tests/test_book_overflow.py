@@ -22,45 +22,20 @@ another build folder), no ``chromium`` (``apt-get install -y chromium``) or no P
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 import pytest
-import yaml
+
+from browser import chapter_pages, launch, require_browser
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = Path(os.environ.get("DNNOD_BOOK_HTML", ROOT / "_build" / "html"))
-CHROMIUM = shutil.which("chromium")
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 WIDTHS = (1400, 800)
 TOLERANCE_PX = 1.0      # sub-pixel rounding of layout boxes
 COLUMN = "article.bd-article"
 
-playwright_api = pytest.importorskip(
-    "playwright.sync_api", reason="Playwright's Python package is not installed "
-    "(pip install playwright==1.65.3; it drives Debian's chromium, no browser download)")
-if CHROMIUM is None:
-    pytest.skip("chromium not installed (apt-get install -y chromium): the book's overflow test "
-                "is skipped", allow_module_level=True)
-
-
-def chapter_pages() -> List[str]:
-    """Every page of the table of contents: the chapters and the appendices."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
-
-    def walk(entries):
-        for e in entries or []:
-            if "file" in e:
-                files.append(e["file"])
-            walk(e.get("sections"))
-            walk(e.get("chapters"))
-    walk(toc.get("chapters"))
-    for part in toc.get("parts", []) or []:
-        walk(part.get("chapters"))
-    return files
+playwright_api = require_browser("the book's overflow test")
 
 
 # The checker, run inside the page. It returns the offending elements (only the outermost of a
@@ -169,7 +144,7 @@ def report(result: Dict) -> str:
 @pytest.fixture(scope="module")
 def browser():
     with playwright_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        b = launch(pw)
         yield b
         b.close()
 

@@ -25,14 +25,10 @@ import torch
 
 from live_page import (CONTROLS_JS, SET_JS, SIGNATURE_JS, html_live, notebook_live, pr_results,
                        write_state_page)
-from maskpaint_page import CHROMIUM, ROOT, launch, write_page
+from browser import launch, require_browser
+from maskpaint_page import ROOT, write_page
 
-playwright_api = pytest.importorskip(
-    "playwright.sync_api", reason="Playwright's Python package is not installed "
-    "(pip install playwright==1.65.3; it drives Debian's chromium, no browser download)")
-if CHROMIUM is None:
-    pytest.skip("chromium not installed (apt-get install -y chromium): the live widgets' browser "
-                "tests are skipped", allow_module_level=True)
+playwright_api = require_browser("the live widgets' browser tests")
 
 # Chapters 1-10 (the appendices hold no widget; chapter 6's mask painter has its own tests).
 CHAPTERS = sorted(p for p in (ROOT / "book").glob("[01][0-9]_*.ipynb")

@@ -16,14 +16,10 @@ import json
 import pytest
 import torch
 
-from maskpaint_page import CHROMIUM, launch, write_page
+from browser import launch, require_browser
+from maskpaint_page import write_page
 
-playwright_api = pytest.importorskip(
-    "playwright.sync_api", reason="Playwright's Python package is not installed "
-    "(pip install playwright==1.65.3; it drives Debian's chromium, no browser download)")
-if CHROMIUM is None:
-    pytest.skip("chromium not installed (apt-get install -y chromium): the mask painter's browser "
-                "test is skipped", allow_module_level=True)
+playwright_api = require_browser("the mask painter's browser test")
 
 OBJECT = [16.0, 24.0, 88.0, 104.0]          # the one object of the test masks (px, 8 px per cell)
 CELL = 12                                   # px per cell on the page (the painter's cell_px)
