@@ -27,7 +27,7 @@ from typing import Dict
 
 import pytest
 
-from browser import chapter_pages, launch, require_browser
+from browser import chapter_pages, require_browser
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = Path(os.environ.get("DNNOD_BOOK_HTML", ROOT / "_build" / "html"))
@@ -139,14 +139,6 @@ def report(result: Dict) -> str:
     if len(result["offenders"]) > 15:
         lines.append(f"  ... and {len(result['offenders']) - 15} more")
     return "\n".join(lines)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as pw:
-        b = launch(pw)
-        yield b
-        b.close()
 
 
 # --- the checker on synthetic pages: it must catch a real overflow ---------------------------------

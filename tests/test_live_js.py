@@ -11,10 +11,7 @@ Skipped, with a message, where ``node`` is absent.
 """
 from __future__ import annotations
 
-import json
 import random
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,10 +19,9 @@ import torch
 from torchvision.ops import box_iou
 
 from dnnod.viz.live import ESM_PATH
+from nodejs import needs_node, run_module
 
-NODE = shutil.which("node")
-pytestmark = pytest.mark.skipif(NODE is None, reason="node not on PATH (Node >= 18 runs the live "
-                                "panels' JavaScript; apt-get install -y nodejs)")
+pytestmark = needs_node("the live panels' JavaScript")
 
 RUNNER = """
 import { boxIoU, boxFrom, clampValues } from "./live.mjs";
@@ -42,12 +38,7 @@ process.stdin.on("end", () => {
 
 
 def run_js(query, tmp_path: Path):
-    (tmp_path / "live.mjs").write_text(ESM_PATH.read_text())
-    (tmp_path / "run.mjs").write_text(RUNNER)
-    r = subprocess.run([NODE, str(tmp_path / "run.mjs")], input=json.dumps(query),
-                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert r.returncode == 0, f"node failed:\n{r.stderr[-3000:]}"
-    return json.loads(r.stdout)
+    return run_module(ESM_PATH, "live.mjs", RUNNER, query, tmp_path, timeout=120)
 
 
 def _random_box(rng: random.Random):

@@ -25,7 +25,7 @@ import torch
 
 from live_page import (CONTROLS_JS, SET_JS, SIGNATURE_JS, html_live, notebook_live, pr_results,
                        write_state_page)
-from browser import launch, require_browser
+from browser import require_browser
 from maskpaint_page import ROOT, write_page
 
 playwright_api = require_browser("the live widgets' browser tests")
@@ -38,14 +38,6 @@ ROOTS = ".dnnod-live, .dnnod-bt"
 # The book theme (pydata-sphinx-theme) logs this with console.error on a page opened from disk,
 # whose localStorage holds no light/dark choice yet; it is a note, not a failure.
 THEME_NOTE = re.compile(r"Got invalid theme mode: .*Resetting to auto\.$")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as pw:
-        b = launch(pw)
-        yield b
-        b.close()
 
 
 def open_page(browser, url: str, count: int):

@@ -16,7 +16,7 @@ import json
 import pytest
 import torch
 
-from browser import launch, require_browser
+from browser import require_browser
 from maskpaint_page import write_page
 
 playwright_api = require_browser("the mask painter's browser test")
@@ -30,14 +30,6 @@ def _iou(a, b) -> float:
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = iw * ih
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as pw:
-        b = launch(pw)
-        yield b
-        b.close()
 
 
 def open_page(browser, path):

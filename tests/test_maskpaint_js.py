@@ -6,22 +6,17 @@ the shipped networks' masks of real test images. Skipped, with a message, where 
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
 import torch
 
 from dnnod.localize import DEFAULT_SIZES, box_scores, extract_boxes, make_lattice
 from dnnod.masks import mask_targets
 from dnnod.viz.maskpaint import ESM_PATH, lattice_dict
+from nodejs import needs_node, run_module
 
-NODE = shutil.which("node")
-pytestmark = pytest.mark.skipif(NODE is None, reason="node not on PATH (Node >= 18 runs the mask "
-                                "painter's JavaScript scoring; apt-get install -y nodejs)")
+pytestmark = needs_node("the mask painter's JavaScript scoring")
 
 RUNNER = """
 import { extractBoxes } from "./maskpaint.mjs";
@@ -38,12 +33,7 @@ process.stdin.on("end", () => {
 
 
 def run_js(cases, tmp_path: Path):
-    (tmp_path / "maskpaint.mjs").write_text(ESM_PATH.read_text())
-    (tmp_path / "run.mjs").write_text(RUNNER)
-    r = subprocess.run([NODE, str(tmp_path / "run.mjs")], input=json.dumps(cases),
-                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert r.returncode == 0, f"node failed:\n{r.stderr[-3000:]}"
-    return json.loads(r.stdout)
+    return run_module(ESM_PATH, "maskpaint.mjs", RUNNER, cases, tmp_path, timeout=600)
 
 
 def case(masks: torch.Tensor, region, aspect=None, *, threshold=0.5, nms_iou=0.5, nms_mode="dpm",
@@ -230,12 +220,7 @@ def test_js_box_targets_equal_mask_targets(tmp_path):
             boxes[1, 2] = boxes[1, 0] + w1
         d = int(torch.randint(2, 33, (), generator=g))
         cases.append({"boxes": boxes.tolist(), "window": window, "d": d})
-    (tmp_path / "boxtargets.mjs").write_text(BT_PATH.read_text())
-    (tmp_path / "run.mjs").write_text(UNION_RUNNER)
-    r = subprocess.run([NODE, str(tmp_path / "run.mjs")], input=json.dumps(cases),
-                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
-    for c, js in zip(cases, json.loads(r.stdout)):
+    for c, js in zip(cases, run_module(BT_PATH, "boxtargets.mjs", UNION_RUNNER, cases, tmp_path)):
         want = mask_targets(torch.tensor(c["boxes"], dtype=torch.float64).reshape(-1, 4),
                             c["window"], d=c["d"]).double().reshape(-1)
         assert torch.allclose(torch.tensor(js, dtype=torch.float64), want, atol=1e-5), c

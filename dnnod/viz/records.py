@@ -225,3 +225,14 @@ def markdown_table(rows: List[dict], columns=None) -> str:
                                                f"{r['hardware']}"}) for r in rows]
     head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
     return head + "\n".join("| " + " | ".join(_cell(r[c]) for c in columns) + " |" for r in rows)
+
+
+def chapter_section(chapter: int) -> str:
+    """Appendix B's Markdown for one chapter: its table of numbers and, where the text rests on
+    runs described in ``dnnod/weights/README.md``, the names of those README sections."""
+    text = markdown_table(chapter_rows(chapter))
+    sections = readme_sections(chapter)
+    if sections:
+        text += ("\n\nRuns behind the chapter's text, in `dnnod/weights/README.md`: "
+                 + "; ".join(f"*{s.rstrip('.')}*" for s in sections) + ".")
+    return text
