@@ -125,7 +125,9 @@ def chapter_rows(chapter: int) -> List[dict]:
         rows = [_row("every number of the chapter", "computed by its cells",
                      f"`python book/_tools/build_notebooks.py {LIVE[chapter]}`", "0 (`torch.manual_seed(0)`)",
                      "under a minute", "CPU (a GPU where there is one)",
-                     _record(f"book/_src/{LIVE[chapter]}.md"))]
+                     # No commit stamp: the chapter's own source changes with every edit of its
+                     # prose, and its numbers are recomputed by each run, not stored.
+                     f"`book/_src/{LIVE[chapter]}.md` (the chapter itself)")]
         if chapter == 6:
             rows += [r for r in weights_rows(("shapes-tiny",)) if "training" in r["number"]]
         return rows
