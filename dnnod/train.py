@@ -95,6 +95,8 @@ class TrainConfig:
     val_images: int = 16                #: images for the per-epoch AP (0: skip AP)
     val_batches: int = 4                #: fixed batches for the per-epoch validation loss
     stop_after: Optional[int] = None    #: stop (as if killed) after this many steps
+    budget_s: Optional[float] = None    #: train for this many seconds of steps (wall; validation
+                                        #: and checkpoints not counted); the cosine follows time
     ckpt_every: Optional[int] = None    #: also checkpoint every N steps
     device: Optional[str] = None
     no_progress: bool = False
@@ -133,6 +135,8 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(self, name)}")
         if self.lam < 0:
             raise ValueError(f"--lam must be >= 0; got {self.lam}")
+        if self.budget_s is not None and not (math.isfinite(self.budget_s) and self.budget_s > 0):
+            raise ValueError(f"--budget-s must be a positive number of seconds; got {self.budget_s}")
         if self.data_seed is not None and self.data != "shapes":
             # a real dataset's images are fixed files: the option would be silently ignored
             raise ValueError(f"--data-seed seeds the generated shapes images only; got --data {self.data}")
@@ -145,10 +149,16 @@ class TrainConfig:
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else _default_lr(self.optimizer)
 
-    def lr_at(self, step: int) -> float:
-        """The learning rate of a step: constant, or cosine decay to 0 over the run."""
+    def lr_at(self, step: int, elapsed_s: Optional[float] = None) -> float:
+        """The learning rate of a step: constant, or cosine decay to 0 over the run. With a time
+        budget (``budget_s``) the cosine runs over the training seconds ``elapsed_s`` instead of
+        the steps, so a run ends at learning rate 0 however fast the machine is."""
         if self.lr_schedule == "cosine":
-            return self.learning_rate * 0.5 * (1 + math.cos(math.pi * step / self.total_steps))
+            if self.budget_s is not None and elapsed_s is not None:
+                frac = min(max(elapsed_s / self.budget_s, 0.0), 1.0)
+            else:
+                frac = step / self.total_steps
+            return self.learning_rate * 0.5 * (1 + math.cos(math.pi * frac))
         return self.learning_rate
 
     def val_split_name(self) -> Optional[str]:
@@ -205,6 +215,10 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     a("--val-batches", type=int, default=4, help="fixed batches for the per-epoch validation loss")
     a("--stop-after", type=int, default=None, help="stop (as if killed) after this many steps")
     a("--ckpt-every", type=int, default=None, help="also checkpoint every N steps")
+    a("--budget-s", type=float, default=None,
+      help="train for this many seconds (wall clock of the training steps; validation and "
+           "checkpoints not counted), at most epochs x steps-per-epoch steps; with --lr-schedule "
+           "cosine the decay follows the elapsed time")
     a("--device", default=None)
     a("--no-progress", action="store_true")
     # One source of defaults: the dataclass (the defaults written above are the same).
@@ -401,7 +415,8 @@ def _resume_state(cfg: TrainConfig, model: nn.Module, opt, scaler) -> Optional[D
         scaler.load_state_dict(ck["scaler"])
     return {"step": int(ck["step"]), "log_steps": list(ck.get("log_steps", [])),
             "log_epochs": list(ck.get("log_epochs", [])),
-            "wall": float(ck.get("meta", {}).get("wall_time_s", 0.0)), "rng": ck["rng"]}
+            "wall": float(ck.get("meta", {}).get("wall_time_s", 0.0)), "rng": ck["rng"],
+            "train_s": float(ck.get("train_s", 0.0))}
 
 
 def train(config: Optional[TrainConfig] = None, **changes) -> Dict[str, Any]:
@@ -437,6 +452,7 @@ def train(config: Optional[TrainConfig] = None, **changes) -> Dict[str, Any]:
     log_steps: List[Dict[str, Any]] = state["log_steps"] if state else []
     log_epochs: List[Dict[str, Any]] = state["log_epochs"] if state else []
     wall_before = state["wall"] if state else 0.0
+    train_s = state["train_s"] if state else 0.0       # seconds spent in training steps (budget)
 
     net = model
     if distributed:
@@ -459,12 +475,14 @@ def train(config: Optional[TrainConfig] = None, **changes) -> Dict[str, Any]:
     meta = json.loads(json.dumps(meta, default=str))   # plain types only: weights_only=True loads it
 
     def checkpoint(training: bool) -> Dict[str, Any]:
-        m = dict(meta, step=step, wall_time_s=wall_before + time.time() - t0, log_epochs=log_epochs)
+        m = dict(meta, step=step, wall_time_s=wall_before + time.time() - t0, log_epochs=log_epochs,
+                 train_s=round(train_s, 3))
         st = None
         if training:
             st = dict(optimizer=opt.state_dict(),
                       scaler=scaler.state_dict() if device.type == "cuda" else {},
-                      step=step, rng=_rng_state(), log_steps=log_steps, log_epochs=log_epochs)
+                      step=step, rng=_rng_state(), log_steps=log_steps, log_epochs=log_epochs,
+                      train_s=train_s)
         return make_checkpoint(cfg, model, data, m, st)
 
     from tqdm.auto import tqdm
@@ -473,24 +491,38 @@ def train(config: Optional[TrainConfig] = None, **changes) -> Dict[str, Any]:
     t0 = time.time()
     stopped = False
     model.train()
+    budget_spent = False
+    t_data = time.time()
     for batch in loader:
+        lr_now = cfg.lr_at(step, train_s)
         for gr in opt.param_groups:
-            gr["lr"] = cfg.lr_at(step)
+            gr["lr"] = lr_now
         lv = train_step(net, batch, opt, scaler, cfg, device)             # step 3
         step += 1
+        # The budget counts the step and the wait for its batch, not validation or checkpoints.
+        train_s += time.time() - t_data
+        if cfg.budget_s is not None:
+            if distributed:      # every rank stops at the same step: rank 0's clock decides
+                flag = torch.tensor([float(train_s >= cfg.budget_s)], device=device)
+                import torch.distributed as dist
+                dist.broadcast(flag, 0)
+                budget_spent = bool(flag.item())
+            else:
+                budget_spent = train_s >= cfg.budget_s
         if not math.isfinite(lv):
             raise FloatingPointError(f"loss became {lv} at step {step}; lower --lr")
         if is_main:
             log_steps.append({"step": step, "epoch": (step - 1) // cfg.steps_per_epoch + 1,
-                              "loss": lv, "lr": cfg.lr_at(step - 1),
+                              "loss": lv, "lr": lr_now,
                               "time_s": round(wall_before + time.time() - t0, 3)})
             bar.update(1)
             bar.set_postfix(loss=f"{lv:.3f}")
         epoch_end = step % cfg.steps_per_epoch == 0
-        saving = epoch_end or bool(cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == total
+        final = step == total or budget_spent
+        saving = epoch_end or bool(cfg.ckpt_every and step % cfg.ckpt_every == 0) or final
         if distributed and saving:
             _sync_buffers(model, world)
-        if is_main and epoch_end:
+        if is_main and (epoch_end or (budget_spent and cfg.budget_s is not None)):
             row = validate(model, cfg, val_batches, data.val_set, device, step)   # step 4
             row["train_loss"] = float(np.mean([r["loss"] for r in log_steps[-cfg.steps_per_epoch:]]))
             row["time_s"] = round(wall_before + time.time() - t0, 3)
@@ -500,9 +532,12 @@ def train(config: Optional[TrainConfig] = None, **changes) -> Dict[str, Any]:
         if is_main and saving:
             ckpt.save_checkpoint(checkpoint(True), out / "last.pt")             # step 5
             _write_logs(out, log_steps, log_epochs)
+        if budget_spent:
+            break
         if cfg.stop_after is not None and step >= cfg.stop_after and step < total:
             stopped = True
             break
+        t_data = time.time()
     bar.close()
     wall = wall_before + time.time() - t0
     if is_main:
@@ -512,7 +547,7 @@ def train(config: Optional[TrainConfig] = None, **changes) -> Dict[str, Any]:
     if distributed:
         import torch.distributed as dist
         dist.barrier()
-    return {"steps": step, "stopped": stopped, "wall_time_s": wall, "out": str(out),
+    return {"steps": step, "stopped": stopped, "wall_time_s": wall, "train_s": train_s, "out": str(out),
             "final_loss": log_steps[-1]["loss"] if log_steps else None,
             "epochs": log_epochs, "model": model}
 

@@ -218,13 +218,24 @@ _PF_SIZE = re.compile(r"Image size \(X x Y x C\)\s*:\s*(\d+)\s*x\s*(\d+)")
 _SPLITS = Path(__file__).with_name("splits")
 
 
+#: Images of the train split held out for choosing recipes (``"val"``): its last 20, PennPed00027-46,
+#: photos of the same source as the test split (PennPed00047-96). ``"fit"`` is the other 100.
+PENNFUDAN_VAL_IMAGES = 20
+
+
 def pennfudan_split(split: str) -> List[str]:
     """Image ids of the fixed split kept in ``dnnod/splits/pennfudan_<split>.txt``: train = the
-    first 120 images in sorted file-name order, test = the last 50."""
-    if split not in ("train", "test"):
-        raise ValueError(f"Penn-Fudan split must be 'train', 'test' or 'all'; got {split!r}")
-    f = _SPLITS / f"pennfudan_{split}.txt"
-    return [ln.strip() for ln in f.read_text().splitlines() if ln.strip()]
+    first 120 images in sorted file-name order, test = the last 50. ``"fit"`` and ``"val"`` carve
+    train into 100 images to train on and 20 to choose settings on (never the test split)."""
+    if split not in ("train", "test", "fit", "val"):
+        raise ValueError(f"Penn-Fudan split must be 'train', 'fit', 'val', 'test' or 'all'; got {split!r}")
+    f = _SPLITS / f"pennfudan_{'test' if split == 'test' else 'train'}.txt"
+    ids = [ln.strip() for ln in f.read_text().splitlines() if ln.strip()]
+    if split == "fit":
+        return ids[:-PENNFUDAN_VAL_IMAGES]
+    if split == "val":
+        return ids[-PENNFUDAN_VAL_IMAGES:]
+    return ids
 
 
 class PennFudanDataset(_Base):
@@ -232,7 +243,7 @@ class PennFudanDataset(_Base):
     1-based inclusive pixel boxes), one class ``"person"``.
 
     ``root`` defaults to ``data_root()/PennFudanPed``; ``ids`` (file stems) or ``split``
-    (``"train"``, ``"test"`` or ``"all"``) select images.
+    (``"train"`` = ``"fit"`` + ``"val"``, ``"test"`` or ``"all"``) select images.
     """
 
     class_names = ("person",)

@@ -1,0 +1,259 @@
+"""The race of book chapter 10: DetectorNet and torchvision's Faster R-CNN, both from scratch (no
+downloaded weights), trained on the Penn-Fudan train split for the **same wall-clock budget on the
+same cores**, each with a recipe suited to it, and both measured with :mod:`dnnod.evaluate` (VOC07
+AP@0.5) on the 50 test images.
+
+One run = one detector, one budget, one seed, in its own process, on an otherwise idle machine
+(the load average before and after is recorded so a disturbed run shows). Each run adds its row to
+one JSON file (replacing an older row of the same detector, budget and seed)::
+
+    python -m dnnod.studies.race run --detector fasterrcnn --budget-min 15 --seed 0 --threads 2 \\
+        --results dnnod/studies/results/ch10_race.json
+    python -m dnnod.studies.race run --detector detectornet --budget-min 15 --seed 0 --threads 2 \\
+        --results dnnod/studies/results/ch10_race.json --runs runs/race
+
+The budget counts training steps only (their data included), not start-up or evaluation; both
+detectors' learning rates decay on a cosine over the elapsed budget, so each run ends at rate 0
+however fast the machine is.
+
+**Faster R-CNN recipe** (``fasterrcnn_mobilenet_v3_large_fpn``, ``min_size=320, max_size=512``):
+AdamW, lr 1e-3, weight decay 1e-4, linear warm-up over 20 iterations then cosine decay to 0 over
+the budget, gradient clipping at norm 10, batch 2, horizontal flips (p = 0.5), images preloaded.
+**DetectorNet recipe**: the shipped ``pennfudan-tiny`` command (``dnnod/weights/README.md``) with
+``--budget-s`` in place of its step count.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from ..data import PennFudanDataset
+from .baselines import _dets_json, _evaluate_fasterrcnn, _flip, fasterrcnn_from_scratch
+
+DETECTORS = ("detectornet", "fasterrcnn")
+
+#: The shipped pennfudan-tiny command (dnnod/weights/README.md) without its step count: the
+#: budget decides the steps. ``--epochs x --steps-per-epoch`` only caps them.
+DETECTORNET_ARGS = ("--data pennfudan --arch tiny --head conv --head-norm batch --batch-size 32 "
+                    "--lr-schedule cosine --max-side 400 --optimizer adam --lr 1e-3 "
+                    "--epochs 1000 --steps-per-epoch 500 --val-images 0 --no-progress").split()
+
+
+def _git_commit() -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             timeout=10, cwd=Path(__file__).resolve().parents[2])
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _loadavg() -> Optional[float]:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def fasterrcnn_lr(t: float, budget_s: float, step: int, lr: float = 1e-3, warmup: int = 20) -> float:
+    """The Faster R-CNN recipe's learning rate at training time ``t`` of ``budget_s`` seconds and
+    iteration ``step`` (0-based): linear warm-up over ``warmup`` iterations, times a cosine decay
+    from ``lr`` to 0 over the budget."""
+    frac = min(max(t / budget_s, 0.0), 1.0)
+    return lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * frac))
+
+
+def train_fasterrcnn_budget(budget_s: float, seed: int = 0, root: Optional[str] = None,
+                            train_split: str = "train", eval_split: str = "test",
+                            lr: float = 1e-3, weight_decay: float = 1e-4, warmup: int = 20,
+                            batch_size: int = 2, clip: float = 10.0, min_size: int = 320,
+                            max_size: int = 512, log_every: int = 25,
+                            eval_limit: Optional[int] = None) -> Dict[str, Any]:
+    """Train Faster R-CNN from scratch for ``budget_s`` wall seconds of training iterations with the
+    module's recipe, then evaluate on ``eval_split``. Returns the run's row (without command)."""
+    if not (math.isfinite(budget_s) and budget_s > 0):
+        raise ValueError(f"budget_s must be a positive number of seconds; got {budget_s}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
+    train_ds = PennFudanDataset(root, split=train_split)
+    test_ds = PennFudanDataset(root, split=eval_split)
+    if eval_limit is not None:                        # quick checks only
+        test_ds = torch.utils.data.Subset(test_ds, list(range(min(int(eval_limit), len(test_ds)))))
+    items = [train_ds[i] for i in range(len(train_ds))]     # preloaded, uint8
+    model = fasterrcnn_from_scratch(num_classes=1, min_size=min_size, max_size=max_size)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    g = torch.Generator().manual_seed(seed)
+    losses: List[float] = []
+    model.train()
+    step, t_train, c0 = 0, 0.0, time.process_time()
+    while t_train < budget_s:
+        t_it = time.time()
+        idx = torch.randint(len(items), (batch_size,), generator=g).tolist()
+        imgs, tgts = [], []
+        for i in idx:
+            img, t = items[i]
+            img, boxes = img.float() / 255, t["boxes"].float()
+            if torch.rand((), generator=g) < 0.5:
+                img, boxes = _flip(img, boxes)
+            imgs.append(img)
+            tgts.append({"boxes": boxes, "labels": t["labels"]})
+        for group in opt.param_groups:
+            group["lr"] = fasterrcnn_lr(t_train, budget_s, step, lr, warmup)
+        loss = sum(model(imgs, tgts).values())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"Faster R-CNN loss became {loss.item()} at iteration {step}")
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+        losses.append(float(loss.detach()))
+        step += 1
+        t_train += time.time() - t_it
+        if step % log_every == 0:
+            print(f"iteration {step}  loss {np.mean(losses[-log_every:]):.3f}  "
+                  f"{t_train:.0f}/{budget_s:.0f} s", flush=True)
+    train_cpu = time.process_time() - c0
+    ev = _evaluate_fasterrcnn(model, test_ds)
+    return {"steps": step, "train_s": round(t_train, 1), "train_cpu_s": round(train_cpu, 1),
+            "batch_size": batch_size, "ap50_voc07": float(ev["ap50_voc07"]),
+            "eval_images": len(test_ds), "eval_split": eval_split,
+            "test_images_per_s": round(1 / ev["seconds_per_image"], 2),
+            "params": sum(p.numel() for p in model.parameters()),
+            "loss_first_25": float(np.mean(losses[:25])), "loss_last_25": float(np.mean(losses[-25:])),
+            "recipe": {"model": "fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None, "
+                                f"num_classes=2, min_size={min_size}, max_size={max_size})",
+                       "optimizer": f"AdamW lr {lr} weight decay {weight_decay}",
+                       "schedule": f"linear warm-up over {warmup} iterations, cosine to 0 over the budget",
+                       "clip_grad_norm": clip, "batch_size": batch_size, "flip": 0.5},
+            "detections": _dets_json(ev["dets"])}
+
+
+def train_detectornet_budget(budget_s: float, seed: int = 0, root: Optional[str] = None,
+                             train_split: str = "train", eval_split: str = "test",
+                             runs: str = "runs/race", extra: Optional[List[str]] = None,
+                             eval_limit: Optional[int] = None) -> Dict[str, Any]:
+    """Train DetectorNet with :data:`DETECTORNET_ARGS` and ``--budget-s budget_s`` (``dnnod.train``),
+    then evaluate with ``dnnod.assess.evaluate_model`` (``detect``'s defaults) on ``eval_split``."""
+    from ..assess import evaluate_model
+    from ..train import TrainConfig, train
+    out = Path(runs) / f"detectornet_{budget_s:g}s_s{seed}"
+    argv = list(DETECTORNET_ARGS) + ["--budget-s", f"{budget_s:g}", "--seed", str(seed),
+                                     "--train-split", train_split, "--out", str(out)] + list(extra or [])
+    if root:
+        argv += ["--root", root]
+    cfg = TrainConfig.from_argv(argv)
+    c0 = time.process_time()
+    summary = train(cfg, threads=torch.get_num_threads())
+    train_cpu = time.process_time() - c0
+    model = summary["model"].cpu().eval()
+    test_ds = PennFudanDataset(root, split=eval_split)
+    if eval_limit is not None:
+        test_ds = torch.utils.data.Subset(test_ds, list(range(min(int(eval_limit), len(test_ds)))))
+    torch.manual_seed(0)
+    res = evaluate_model(model, test_ds, progress=False, device="cpu", return_detections=True)
+    return {"steps": summary["steps"], "train_s": round(summary["train_s"], 1),
+            "train_cpu_s": round(train_cpu, 1), "batch_size": cfg.batch_size,
+            "ap50_voc07": float(res["ap"][1]), "eval_images": res["images"], "eval_split": eval_split,
+            "test_images_per_s": round(1 / res["seconds_per_image"], 2),
+            "params": sum(p.numel() for p in model.parameters()),
+            "recipe": {"train_args": " ".join(argv[:-2] if argv[-2] == "--out" else argv)},
+            "checkpoint": str(out / "model.pt"),
+            "detections": _dets_json(res["detections"])}
+
+
+def run(detector: str, budget_min: float, seed: int = 0, threads: Optional[int] = 2,
+        root: Optional[str] = None, runs: str = "runs/race", eval_limit: Optional[int] = None,
+        train_split: str = "train", eval_split: str = "test") -> Dict[str, Any]:
+    """One race run: ``detector`` trained for ``budget_min`` minutes with ``threads`` torch
+    threads, then evaluated. Returns its row (with hardware, date, commit and load averages)."""
+    if detector not in DETECTORS:
+        raise ValueError(f"detector must be one of {DETECTORS}; got {detector!r}")
+    if not (math.isfinite(budget_min) and budget_min > 0):
+        raise ValueError(f"budget_min must be > 0; got {budget_min}")
+    if threads:
+        torch.set_num_threads(threads)
+    load0, t0 = _loadavg(), time.time()
+    kw = dict(seed=seed, root=root, train_split=train_split, eval_split=eval_split, eval_limit=eval_limit)
+    res = (train_fasterrcnn_budget(budget_min * 60, **kw) if detector == "fasterrcnn"
+           else train_detectornet_budget(budget_min * 60, runs=runs, **kw))
+    return dict({"detector": detector, "budget_min": budget_min, "seed": seed,
+                 "torch_threads": torch.get_num_threads(),
+                 "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, "
+                             f"{torch.get_num_threads()} torch threads (CPU)",
+                 "torch": torch.__version__, "date": _dt.date.today().isoformat(), "commit": _git_commit(),
+                 "wall_s": round(time.time() - t0, 1), "load_before": load0, "load_after": _loadavg()}, **res)
+
+
+def add_row(results: Path, row: Dict[str, Any]) -> Dict[str, Any]:
+    """Add ``row`` to the JSON file ``results`` (created if absent), replacing a row of the same
+    detector, budget and seed; rows stay sorted by detector, budget, seed."""
+    key = lambda r: (r["detector"], float(r["budget_min"]), int(r["seed"]))  # noqa: E731
+    data = json.loads(results.read_text()) if results.exists() else {"runs": []}
+    data["runs"] = sorted([r for r in data["runs"] if key(r) != key(row)] + [row], key=key)
+    data["about"] = __doc__.split("\n\n")[0].replace("\n", " ")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    tmp = results.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, results)
+    return data
+
+
+def summary(data: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """One row per (detector, budget): AP mean, min and max over seeds, seeds, mean steps,
+    training CPU s and test images/s, and the parameters."""
+    groups: Dict[tuple, List[Dict[str, Any]]] = {}
+    for r in data["runs"]:
+        groups.setdefault((r["detector"], float(r["budget_min"])), []).append(r)
+    out = []
+    for (det, b), rs in sorted(groups.items()):
+        ap = [r["ap50_voc07"] for r in rs]
+        out.append({"detector": det, "budget_min": b, "seeds": sorted(int(r["seed"]) for r in rs),
+                    "ap_mean": float(np.mean(ap)), "ap_min": float(min(ap)), "ap_max": float(max(ap)),
+                    "steps": float(np.mean([r["steps"] for r in rs])),
+                    "train_cpu_s": float(np.mean([r["train_cpu_s"] for r in rs])),
+                    "test_images_per_s": float(np.mean([r["test_images_per_s"] for r in rs])),
+                    "params": int(rs[0]["params"])})
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m dnnod.studies.race", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="train one detector for one budget and seed, evaluate, record")
+    r.add_argument("--detector", choices=DETECTORS, required=True)
+    r.add_argument("--budget-min", type=float, required=True, help="training budget, wall minutes")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--root", default=None, help="Penn-Fudan folder (default: $DNNOD_DATA/PennFudanPed)")
+    r.add_argument("--runs", default="runs/race", help="DetectorNet run folders")
+    r.add_argument("--train-split", default="train", help="train (120 images) or fit (100)")
+    r.add_argument("--eval-split", default="test", help="test (50 images) or val (20, from train)")
+    r.add_argument("--eval-limit", type=int, default=None, help="quick check: first N eval images")
+    r.add_argument("--results", required=True, help="JSON file the row is added to")
+    a = p.parse_args(argv)
+    command = "python -m dnnod.studies.race " + " ".join(argv if argv is not None else sys.argv[1:])
+    row = run(a.detector, a.budget_min, a.seed, a.threads, a.root, a.runs, a.eval_limit,
+              a.train_split, a.eval_split)
+    row["command"] = command
+    add_row(Path(a.results), row)
+    print(json.dumps({k: v for k, v in row.items() if k != "detections"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
