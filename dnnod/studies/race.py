@@ -231,6 +231,24 @@ def summary(data: Dict[str, Any]) -> List[Dict[str, Any]]:
     return out
 
 
+NAMES = {"detectornet": "DetectorNet (tiny, conv mask head)",
+         "fasterrcnn": "Faster R-CNN (MobileNetV3-Large FPN)"}
+
+
+def markdown_table(data: Dict[str, Any]) -> str:
+    """The race as a Markdown table: one row per detector and budget (see :func:`summary`)."""
+    head = ("| detector | budget | AP@0.5 mean (min–max) | seeds | parameters | training iterations "
+            "| training CPU s | test images / s |\n|---|---|---|---|---|---|---|---|\n")
+    rows = []
+    for r in summary(data):
+        batch = {"detectornet": "32 windows", "fasterrcnn": "2 images"}.get(r["detector"], "")
+        rows.append(f"| {NAMES.get(r['detector'], r['detector'])} | {r['budget_min']:g} min "
+                    f"| **{r['ap_mean']:.3f}** ({r['ap_min']:.3f}–{r['ap_max']:.3f}) "
+                    f"| {', '.join(map(str, r['seeds']))} | {r['params'] / 1e6:.2f} M "
+                    f"| {r['steps']:.0f} × {batch} | {r['train_cpu_s']:.0f} | {r['test_images_per_s']:.1f} |")
+    return head + "\n".join(rows)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m dnnod.studies.race", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,11 +1,11 @@
 """Two detectors side by side on stored detections (book chapter 10): a figure and a widget.
 
-The detections come from the JSON files of ``dnnod/studies/results`` written by :mod:`dnnod.studies.baselines`
+The detections come from the JSON files of ``dnnod/studies/results`` written by :mod:`dnnod.studies.baselines` and :mod:`dnnod.studies.race`
 (boxes ``Tensor[N, 4]`` xyxy in continuous pixel coordinates).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import ipywidgets as W
 import matplotlib.pyplot as plt
@@ -16,7 +16,7 @@ from .._validate import as_boxes
 from . import plot
 from .widgets import Panel
 
-__all__ = ["detections_from_json", "found_objects", "side_by_side_figure", "compare_widget"]
+__all__ = ["detections_from_json", "found_objects", "side_by_side_figure", "compare_widget", "race_figure"]
 
 
 def detections_from_json(dets: Sequence[Mapping[str, Any]]) -> List[Dict[str, torch.Tensor]]:
@@ -93,3 +93,42 @@ def compare_widget(images: Sequence[Any], gts: Sequence[Mapping[str, Any]],
         return plot.fig_to_png(fig), " &nbsp;|&nbsp; ".join(parts) + " (IoU ≥ 0.5)"
 
     return Panel({"image": img, "threshold": thr}, render, title="Two detectors, one test image")
+
+
+#: Colours of the race figure, one per detector.
+RACE_COLORS = {"detectornet": "#1f77b4", "fasterrcnn": "#d62728"}
+RACE_LABELS = {"detectornet": "DetectorNet (tiny, conv head)",
+               "fasterrcnn": "Faster R-CNN (MobileNetV3-FPN)"}
+
+
+def race_figure(runs: Sequence[Mapping[str, Any]], shipped: Optional[Mapping[str, Any]] = None,
+                figsize=(5.6, 3.6)):
+    """AP against the training budget (minutes), one dot per run (seed) and a line through each
+    detector's mean over seeds; ``runs`` are the rows of ``ch10_race.json``. ``shipped``
+    (``{"minutes", "ap", "label"}``) adds one marker for a network trained outside the race."""
+    fig, ax = plt.subplots(figsize=figsize)
+    dets = sorted({r["detector"] for r in runs})
+    budgets = sorted({float(r["budget_min"]) for r in runs})
+    offset = {d: (i - (len(dets) - 1) / 2) * 0.6 for i, d in enumerate(dets)}   # minutes, to unstack
+    for d in dets:
+        rs = [r for r in runs if r["detector"] == d]
+        color = RACE_COLORS.get(d, "0.3")
+        ax.plot([float(r["budget_min"]) + offset[d] for r in rs], [r["ap50_voc07"] for r in rs], "o",
+                ms=6, alpha=0.75, color=color, markerfacecolor="none", mew=1.5)
+        means = [(b, float(torch.tensor([r["ap50_voc07"] for r in rs if float(r["budget_min"]) == b]).mean()))
+                 for b in budgets if any(float(r["budget_min"]) == b for r in rs)]
+        ax.plot([b + offset[d] for b, _ in means], [m for _, m in means], "-_", color=color, ms=18, mew=2.5,
+                label=f"{RACE_LABELS.get(d, d)}: each seed (○), mean (—)")
+    if shipped:
+        ax.plot([shipped["minutes"]], [shipped["ap"]], "*", ms=13, color=RACE_COLORS["detectornet"],
+                label=shipped.get("label", "shipped network"))
+    hi = max([r["budget_min"] for r in runs] + ([shipped["minutes"]] if shipped else []))
+    ax.set_xlim(0, hi * 1.2 + 2)
+    ax.set_xticks(sorted(set(budgets) | ({float(shipped["minutes"])} if shipped else set())))
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("training budget (wall-clock minutes, 2 CPU cores)")
+    ax.set_ylabel("AP@0.5 (VOC07), 50 test images")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9, loc="lower right")
+    fig.tight_layout()
+    return fig

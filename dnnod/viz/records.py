@@ -168,28 +168,18 @@ def chapter_rows(chapter: int) -> List[dict]:
         return rows
     if chapter == 10:
         rows = []
-        for fname, label in (("ch10_detectornet.json", "DetectorNet tiny (shipped)"),
-                             ("ch10_detectornet_budget.json", "DetectorNet tiny (300 steps)")):
-            d = _data(fname)
-            rows.append(_row(f"{label}: AP, {d['test_images']} Penn-Fudan test images", f"{d['ap50_voc07']:.3f}",
-                             f"`{d['command']}`", "–", f"{d['cpu_seconds_per_image']:.2f} CPU s per image",
-                             _threads(d.get("torch_threads")), _record(f"dnnod/studies/results/{fname}")))
-            if "budget" in fname:
-                rows.append(_row(f"{label}: training", "the weights", f"`{d['train_command']}`", "0", "–",
-                                 d["train_hardware"], _record(f"dnnod/studies/results/{fname}")))
-        for fname, label in (("ch10_detectornet_cost.json", "DetectorNet tiny (shipped)"),
-                             ("ch10_detectornet_budget_cost.json", "DetectorNet tiny (300 steps)")):
-            d = _data(fname)
-            rows.append(_row(f"{label}: training CPU time (estimated, {d['steps']} steps)",
-                             f"{d['cpu_s_estimate']:.0f} CPU s ({d['cpu_s_per_step']:.2f} per step)",
-                             f"`{d['command']}`", "0", _minutes(d.get("wall_time_s")) + " (training wall time)",
-                             d["train_hardware"], _record(f"dnnod/studies/results/{fname}")))
-        fr = _data("ch10_fasterrcnn_s0.json")
-        for c in fr["curve"]:
-            rows.append(_row(f"Faster R-CNN from scratch: AP after {c['steps']} steps",
-                             f"{c['ap50_voc07']:.3f}", f"`{fr['command']}`", fr["seed"],
-                             f"{c['train_cpu_s']:.0f} CPU s", fr["hardware"],
-                             _record("dnnod/studies/results/ch10_fasterrcnn_s0.json")))
+        race = _data("ch10_race.json")
+        for r in race["runs"]:
+            name = {"detectornet": "DetectorNet tiny", "fasterrcnn": "Faster R-CNN"}.get(r["detector"], r["detector"])
+            rows.append(_row(f"race, {name}, {r['budget_min']:g} min: AP, {r['eval_images']} Penn-Fudan test images",
+                             f"{r['ap50_voc07']:.3f}", f"`{r['command']}`", r["seed"],
+                             f"{r['train_s']:.0f} s of training ({r['steps']} iterations), {r['date']}, "
+                             f"commit {r['commit']}", r["hardware"], _record("dnnod/studies/results/ch10_race.json")))
+        d = _data("ch10_detectornet.json")
+        rows.append(_row(f"DetectorNet tiny (shipped): AP, {d['test_images']} Penn-Fudan test images",
+                         f"{d['ap50_voc07']:.3f}", f"`{d['command']}`", "–",
+                         f"{d['cpu_seconds_per_image']:.2f} CPU s per image", _threads(d.get("torch_threads")),
+                         _record("dnnod/studies/results/ch10_detectornet.json")))
         hd = _data("ch10_heads.json")
         for h in hd["heads"]:
             rows.append(_row(f"mask head `{h['head']}`: mAP after {h['steps']} steps, shapes",

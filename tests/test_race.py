@@ -1,0 +1,118 @@
+"""The race of chapter 10 (dnnod.studies.race) and what it needs from the trainer: the wall-clock
+budget of ``dnnod train --budget-s``, the Faster R-CNN learning-rate recipe, the Penn-Fudan
+validation split, and the results file. References are hand-worked numbers, never the module's
+own output."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from dnnod.data import data_root
+from dnnod.data.datasets import pennfudan_split
+from dnnod.studies import race
+from dnnod.train import TrainConfig, train
+
+TINY = ["--data", "shapes", "--num-images", "12", "--image-size", "96", "--arch", "tiny",
+        "--batch-size", "4", "--val-images", "0", "--val-batches", "1", "--no-progress", "--threads", "1"]
+
+
+def _pennfudan_available() -> bool:
+    try:
+        return (Path(data_root()) / "PennFudanPed" / "PNGImages").is_dir()
+    except Exception:
+        return False
+
+
+needs_pf = pytest.mark.skipif(not _pennfudan_available(), reason="Penn-Fudan not found (set DNNOD_DATA)")
+
+
+def test_pennfudan_val_split_is_carved_from_train():
+    train_ids, fit, val = pennfudan_split("train"), pennfudan_split("fit"), pennfudan_split("val")
+    assert len(train_ids) == 120 and len(fit) == 100 and len(val) == 20
+    assert fit + val == train_ids                         # disjoint, together the train split
+    assert val == [f"PennPed{i:05d}" for i in range(27, 47)]
+    assert not set(val) & set(pennfudan_split("test"))
+    with pytest.raises(ValueError, match="'fit', 'val'"):
+        pennfudan_split("validation")
+
+
+def test_fasterrcnn_lr_recipe_by_hand():
+    lr = 1e-3
+    assert race.fasterrcnn_lr(0, 900, 0, lr, 20) == pytest.approx(lr / 20)        # warm-up start
+    assert race.fasterrcnn_lr(0, 900, 9, lr, 20) == pytest.approx(lr * 10 / 20)
+    assert race.fasterrcnn_lr(0, 900, 19, lr, 20) == pytest.approx(lr)              # warm-up done
+    assert race.fasterrcnn_lr(450, 900, 300, lr, 20) == pytest.approx(lr / 2)       # half the budget
+    assert race.fasterrcnn_lr(225, 900, 300, lr, 20) == pytest.approx(lr * (1 + math.sqrt(0.5)) / 2)
+    assert race.fasterrcnn_lr(900, 900, 500, lr, 20) == pytest.approx(0, abs=1e-15)  # budget spent
+    assert race.fasterrcnn_lr(2000, 900, 500, lr, 20) == pytest.approx(0, abs=1e-15)
+
+
+def test_budget_lr_follows_time_not_steps():
+    c = TrainConfig(out="r", epochs=100, steps_per_epoch=10, lr=0.1, lr_schedule="cosine", budget_s=60)
+    assert c.lr_at(500, 0.0) == pytest.approx(0.1)          # step count does not matter
+    assert c.lr_at(3, 30.0) == pytest.approx(0.05)
+    assert c.lr_at(3, 60.0) == pytest.approx(0.0, abs=1e-12)
+    assert c.lr_at(3, 90.0) == pytest.approx(0.0, abs=1e-12)
+    assert c.lr_at(500) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi / 2)))  # no time: steps
+    for bad in (0, -5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="--budget-s"):
+            TrainConfig(out="r", budget_s=bad).check()
+    assert TrainConfig.from_argv(["--out", "r", "--budget-s", "90"]).budget_s == 90
+
+
+def test_training_stops_when_the_budget_is_spent(tmp_path):
+    budget = 3.0
+    s = train(TrainConfig.from_argv(TINY + ["--out", str(tmp_path / "r"), "--epochs", "1000",
+                                            "--steps-per-epoch", "50", "--optimizer", "adam",
+                                            "--lr-schedule", "cosine", "--budget-s", str(budget)]))
+    steps = json.loads((tmp_path / "r" / "metrics.json").read_text())["steps"]
+    assert 1 <= s["steps"] == len(steps) < 50_000 and not s["stopped"]
+    per_step = s["train_s"] / s["steps"]
+    assert budget <= s["train_s"] < budget + 3 * per_step + 0.5   # stops within a step of the budget
+    lrs = [r["lr"] for r in steps]
+    assert lrs[0] == pytest.approx(1e-3)                          # cosine over time: starts at lr
+    assert all(a >= b for a, b in zip(lrs, lrs[1:])) and lrs[-1] < 1e-3 * 0.2
+    assert (tmp_path / "r" / "model.pt").is_file()                # a finished run, not a stopped one
+
+
+def test_results_file_rows_replace_and_summary(tmp_path):
+    f = tmp_path / "race.json"
+    def row(det, b, seed, ap, steps=10):
+        return {"detector": det, "budget_min": b, "seed": seed, "ap50_voc07": ap, "steps": steps,
+                "train_cpu_s": 100.0, "test_images_per_s": 2.0, "params": 7}
+    race.add_row(f, row("fasterrcnn", 15, 1, 0.5))
+    race.add_row(f, row("fasterrcnn", 15, 0, 0.1))
+    race.add_row(f, row("detectornet", 15, 0, 0.6, steps=20))
+    race.add_row(f, row("fasterrcnn", 15, 0, 0.7))             # replaces the first seed-0 row
+    runs = json.loads(f.read_text())["runs"]
+    assert [(r["detector"], r["seed"], r["ap50_voc07"]) for r in runs] == [
+        ("detectornet", 0, 0.6), ("fasterrcnn", 0, 0.7), ("fasterrcnn", 1, 0.5)]
+    s = race.summary(json.loads(f.read_text()))
+    assert [(r["detector"], r["seeds"]) for r in s] == [("detectornet", [0]), ("fasterrcnn", [0, 1])]
+    assert s[1]["ap_mean"] == pytest.approx(0.6) and (s[1]["ap_min"], s[1]["ap_max"]) == (0.5, 0.7)
+
+
+def test_run_rejects_bad_options():
+    with pytest.raises(ValueError, match="detector must be one of"):
+        race.run("yolo", 1)
+    with pytest.raises(ValueError, match="budget_min"):
+        race.run("fasterrcnn", 0)
+    with pytest.raises(ValueError, match="budget_s"):
+        race.train_fasterrcnn_budget(-1)
+
+
+@needs_pf
+@pytest.mark.parametrize("detector", race.DETECTORS)
+def test_race_command_records_a_run(tmp_path, detector):
+    out = tmp_path / "race.json"
+    race.main(["run", "--detector", detector, "--budget-min", "0.03", "--seed", "3", "--threads", "1",
+               "--eval-split", "val", "--eval-limit", "2", "--runs", str(tmp_path / "runs"),
+               "--results", str(out)])
+    (r,) = json.loads(out.read_text())["runs"]
+    assert r["detector"] == detector and r["seed"] == 3 and r["eval_images"] == 2 and r["eval_split"] == "val"
+    assert r["steps"] >= 1 and r["train_s"] >= 1.8 and 0 <= r["ap50_voc07"] <= 1
+    assert len(r["detections"]) == 2 and r["command"].startswith("python -m dnnod.studies.race run")
+    assert r["torch_threads"] == 1 and r["params"] > 100_000
