@@ -1,5 +1,5 @@
-"""The shipped weights: size, safe loading, attributes, and their AP re-measured on the fixed
-test subset recorded in dnnod/weights/eval.json (fails if it drops > 0.02 below the record)."""
+"""The shipped weights: size, safe loading, attributes, and their AP re-measured on the whole test
+split recorded in dnnod/weights/eval.json (fails if it drops more than 0.01 below the record)."""
 import json
 import re
 from pathlib import Path
@@ -38,18 +38,26 @@ def test_file_is_small_and_plain(name):
     assert dnnod.load_pretrained is load_pretrained
 
 
+#: How far the re-measured AP may fall below the record. The evaluation is deterministic on one
+#: machine; the slack covers float differences between CPUs. On the whole test split (no subset:
+#: the first 8 Penn-Fudan test images scored 0.81 against 0.69 on all 50, so a subset says little
+#: about the split) any drop of the shipped file's AP by 0.03 fails here.
+AP_SLACK = 0.01
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_ap_not_below_record(name):
     rec = RECORDS[name]
-    sub = rec["subset"]
+    test = rec["test"]
     if rec["data"] == "pennfudan" and not (data_root() / "PennFudanPed").is_dir():
         pytest.skip("Penn-Fudan not in DNNOD_DATA")
-    ds = make_dataset(rec["data"], sub["split"], None, **sub.get("dataset_kwargs", {}))
-    subset = torch.utils.data.Subset(ds, list(range(sub["images"])))
+    ds = make_dataset(rec["data"], test["split"], None, **test.get("dataset_kwargs", {}))
+    assert len(ds) == test["images"], (name, len(ds), test["images"])
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    res = evaluate_model(load_pretrained(name, device="cpu"), subset, progress=False,
+    res = evaluate_model(load_pretrained(name, device="cpu"), ds, progress=False,
                          device="cpu", **rec.get("detect_kwargs", {}))
-    assert res["map"] >= sub["map"] - 0.02, (name, res["ap"], sub["map"])
+    assert res["images"] == test["images"]
+    assert res["map"] >= test["map"] - AP_SLACK, (name, res["ap"], test["map"])
 
 
 @pytest.mark.parametrize("name", NAMES)

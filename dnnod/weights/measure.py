@@ -1,10 +1,10 @@
 """Measure a trained network the way dnnod/weights/README.md records it.
 
-    python dnnod/weights/measure.py NAME CHECKPOINT --data shapes|pennfudan [--images N] [--subset K]
+    python dnnod/weights/measure.py NAME CHECKPOINT --data shapes|pennfudan [--images N]
 
 Runs ``dnnod.detect`` (default settings: 3 scales, refinement, threshold 0.5) on the test split,
-prints the per-class VOC07 AP table for all images and for the first ``K`` (the fixed subset
-``tests/test_weights.py`` re-measures), and merges the result into ``dnnod/weights/eval.json``.
+prints the per-class VOC07 AP table, and merges the result into ``dnnod/weights/eval.json``
+(``tests/test_weights.py`` re-measures it on the same whole split).
 """
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ def main() -> None:
     p.add_argument("checkpoint")
     p.add_argument("--data", required=True, choices=("shapes", "pennfudan"))
     p.add_argument("--images", type=int, default=None, help="test images (shapes: split size)")
-    p.add_argument("--subset", type=int, default=15)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--limit", type=int, default=None, help="quick check: first N images, no record")
     a = p.parse_args()
@@ -48,12 +47,9 @@ def main() -> None:
     secs = (time.time() - t0) / n
     labels = list(range(1, model.num_classes + 1))
     full = evaluate_detections(dets, gts, labels=labels)
-    sub = evaluate_detections(dets[: a.subset], gts[: a.subset], labels=labels)
     names = list(model.class_names)
     print(f"== {a.name}: {a.data} test, {n} images, {secs:.2f} s/image")
     print(format_ap_table(full, names))
-    print(f"== first {a.subset} images (the fixed subset of tests/test_weights.py)")
-    print(format_ap_table(sub, names))
     if a.limit is not None:
         return
     f = HERE / "eval.json"
@@ -63,8 +59,6 @@ def main() -> None:
         "test": {"split": "test", "images": len(ds), "dataset_kwargs": kw,
                  "ap": {names[c - 1]: v for c, v in full["ap"].items()}, "map": full["map"],
                  "seconds_per_image": round(secs, 3)},
-        "subset": {"split": "test", "images": a.subset, "dataset_kwargs": kw,
-                   "ap": {names[c - 1]: v for c, v in sub["ap"].items()}, "map": sub["map"]},
         "meta": {k: v for k, v in model.meta.items() if k != "log_epochs"},
     }
     f.write_text(json.dumps(rec, indent=1))
