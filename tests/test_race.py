@@ -116,3 +116,24 @@ def test_race_command_records_a_run(tmp_path, detector):
     assert r["steps"] >= 1 and r["train_s"] >= 1.8 and 0 <= r["ap50_voc07"] <= 1
     assert len(r["detections"]) == 2 and r["command"].startswith("python -m dnnod.studies.race run")
     assert r["torch_threads"] == 1 and r["params"] > 100_000
+
+
+def test_race_figure_draws_every_seed():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from dnnod.viz import compare
+    runs = [{"detector": "fasterrcnn", "budget_min": 15, "seed": s, "ap50_voc07": ap}
+            for s, ap in ((0, 0.63), (1, 0.61))] + \
+           [{"detector": "detectornet", "budget_min": 15, "seed": 0, "ap50_voc07": 0.60}]
+    fig = compare.race_figure(runs, shipped={"minutes": 45, "ap": 0.69, "label": "shipped"})
+    ax = fig.axes[0]
+    ys = sorted(float(y) for line in ax.lines if line.get_marker() == "o" for y in line.get_ydata())
+    assert ys == pytest.approx([0.60, 0.61, 0.63])                  # one circle per run
+    means = {line.get_label().split(":")[0]: list(line.get_ydata()) for line in ax.lines
+             if line.get_marker() == "_"}
+    assert means["Faster R-CNN (MobileNetV3-FPN)"] == pytest.approx([0.62])
+    lo, hi = ax.get_ylim()
+    assert lo <= 0.60 and hi >= 0.69 and lo == pytest.approx(0.5)  # cut to the data, labelled
+    assert "axis from 0.5" in ax.get_ylabel()
+    plt.close(fig)
