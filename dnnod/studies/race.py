@@ -187,6 +187,9 @@ def run(detector: str, budget_min: float, seed: int = 0, threads: Optional[int] 
         raise ValueError(f"budget_min must be > 0; got {budget_min}")
     if threads:
         torch.set_num_threads(threads)
+    # The code that runs is the code at the start: read the commit and the time now, not after
+    # a 45-minute run during which the repository may have moved on.
+    started, commit = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), _git_commit()
     load0, t0 = _loadavg(), time.time()
     kw = dict(seed=seed, root=root, train_split=train_split, eval_split=eval_split, eval_limit=eval_limit)
     res = (train_fasterrcnn_budget(budget_min * 60, **kw) if detector == "fasterrcnn"
@@ -195,7 +198,7 @@ def run(detector: str, budget_min: float, seed: int = 0, threads: Optional[int] 
                  "torch_threads": torch.get_num_threads(),
                  "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, "
                              f"{torch.get_num_threads()} torch threads (CPU)",
-                 "torch": torch.__version__, "date": _dt.date.today().isoformat(), "commit": _git_commit(),
+                 "torch": torch.__version__, "started": started, "date": started[:10], "commit": commit,
                  "wall_s": round(time.time() - t0, 1), "load_before": load0, "load_after": _loadavg()}, **res)
 
 
