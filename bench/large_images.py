@@ -7,7 +7,7 @@ The scene is one Penn-Fudan photo (``$DNNOD_DATA``), resized to 640x480 (box fil
 larger size (bicubic) and written to a temporary folder. Times are the best of ``--repeat``
 runs in this process (torch's default threads), wall clock and process CPU time (the latter
 is what to compare on a machine shared with other work); decode = :func:`dnnod.image.load_pyramid` (file
--> the image pyramid at the resolution the network needs). Peak RSS: ``ru_maxrss`` of a fresh
+-> the image pyramid at the resolution the network needs). Peak RSS: ``VmHWM`` of a fresh
 ``dnnod detect FILE`` process (model load, decode, detect, drawing, JSON). Bounds (issue 24):
 detect <= 1.5x the 640x480 time, peak RSS <= 1.5 GB.
 """
@@ -26,8 +26,15 @@ import torch
 from PIL import Image
 
 SIZES = ((640, 480), (4000, 3000), (8000, 6000), (11547, 8660))
+# The child's own peak is VmHWM of /proc/self/status (the high-water mark of the memory map that
+# exec gave it). Not ru_maxrss: Linux carries into a child's ru_maxrss the peak of the process it
+# was forked from, so once this benchmark had decoded a 100 MP photo every later row read >= 1.57 GB
+# (a 640x480 PNG "peaked" at 1.57 GB here and at 1.02 GB when measured first). ru_maxrss only
+# where /proc is missing.
 RSS_SNIPPET = ("import resource, sys; from dnnod.cli import main; rc = main(sys.argv[1:]); "
-               "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); "
+               "hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')] "
+               "if sys.platform.startswith('linux') else []; "
+               "print('MAXRSS_KB', hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); "
                "sys.exit(rc)")
 
 
