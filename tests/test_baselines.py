@@ -4,24 +4,12 @@ force IoU), never the module's own output."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from dnnod.studies import baselines
 from dnnod.viz import compare
-from dnnod.data import data_root
-
-
-def _pennfudan_available() -> bool:
-    try:
-        return (Path(data_root()) / "PennFudanPed" / "PNGImages").is_dir()
-    except Exception:
-        return False
-
-
-needs_pf = pytest.mark.skipif(not _pennfudan_available(), reason="Penn-Fudan not found (set DNNOD_DATA)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,27 +6,16 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-from dnnod.data import data_root
+from realdata import needs_pf
 from dnnod.data.datasets import pennfudan_split
 from dnnod.studies import race
 from dnnod.train import TrainConfig, train
 
 TINY = ["--data", "shapes", "--num-images", "12", "--image-size", "96", "--arch", "tiny",
         "--batch-size", "4", "--val-images", "0", "--val-batches", "1", "--no-progress", "--threads", "1"]
-
-
-def _pennfudan_available() -> bool:
-    try:
-        return (Path(data_root()) / "PennFudanPed" / "PNGImages").is_dir()
-    except Exception:
-        return False
-
-
-needs_pf = pytest.mark.skipif(not _pennfudan_available(), reason="Penn-Fudan not found (set DNNOD_DATA)")
 
 
 def test_pennfudan_val_split_is_carved_from_train():
