@@ -83,6 +83,7 @@ class TrainConfig:
     min_scale: float = 0.1              #: smallest crop width / image width
     crop_scale: str = "uniform"         #: uniform (the paper) | log-uniform (ours)
     pos_fraction: float = 0.4
+    color_jitter: float = 0.0           #: brightness/contrast/saturation jitter strength (ours)
     no_flip: bool = False
     seed: int = 0                       #: initialisation and batches (and shapes images)
     data_seed: Optional[int] = None     #: shapes: generator seed of the images (default: seed)
@@ -135,6 +136,8 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(self, name)}")
         if self.lam < 0:
             raise ValueError(f"--lam must be >= 0; got {self.lam}")
+        if not 0 <= self.color_jitter < 1:
+            raise ValueError(f"--color-jitter must be in [0, 1); got {self.color_jitter}")
         if self.budget_s is not None and not (math.isfinite(self.budget_s) and self.budget_s > 0):
             raise ValueError(f"--budget-s must be a positive number of seconds; got {self.budget_s}")
         if self.data_seed is not None and self.data != "shapes":
@@ -199,6 +202,9 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     a("--crop-scale", choices=SCALE_DISTS, default="uniform",
       help="crop width distribution in [min-scale, 1]: uniform (the paper) or log-uniform (ours)")
     a("--pos-fraction", type=float, default=0.4)
+    a("--color-jitter", type=float, default=0.0,
+      help="ours: brightness, contrast and saturation of each training crop scaled by factors "
+           "uniform in [1-J, 1+J] (0: off, the default)")
     a("--no-flip", action="store_true")
     a("--seed", type=int, default=0, help="initialisation and batch sampling (and, unless "
                                           "--data-seed is given, the shapes images)")
@@ -324,23 +330,26 @@ def load_data(cfg: TrainConfig) -> TrainData:
 
 def build_model(cfg: TrainConfig, data: TrainData):
     """Step 2: the network (Sec. 3) or the box classifier (Sec. 5.2) and the samplers of its
-    training and (unflipped) validation windows. Returns ``(model, sampler, val_sampler)``."""
+    training and validation windows (not flipped or jittered). Returns ``(model, sampler, val_sampler)``."""
     C = len(data.class_names)
     if cfg.task == "localizer":
         model = DetectorNet(C, arch=cfg.arch, d=cfg.d, activation=cfg.activation, head=cfg.head,
                             head_norm=cfg.head_norm)
 
-        def sampler(bank, flip):
+        def sampler(bank, training):
             return LocalizerSampler(bank, C, model.input_size, d=cfg.d, min_scale=cfg.min_scale,
                                     scale_dist=cfg.crop_scale, pos_fraction=cfg.pos_fraction,
-                                    flip=flip)
+                                    flip=training and not cfg.no_flip,
+                                    jitter=cfg.color_jitter if training else 0.0)
     else:
         model = BoxClassifier(C, input_size=64 if cfg.arch == "tiny" else 128)
 
-        def sampler(bank, flip):
+        def sampler(bank, training):
             return ClassifierSampler(bank, model.input_size, pos_fraction=cfg.pos_fraction,
-                                     flip=flip)
-    return model, sampler(data.bank, not cfg.no_flip), sampler(data.val_bank, False)
+                                     flip=training and not cfg.no_flip,
+                                     jitter=cfg.color_jitter if training else 0.0)
+    # validation windows are neither flipped nor jittered: the same batches at every epoch
+    return model, sampler(data.bank, True), sampler(data.val_bank, False)
 
 
 def train_step(net: nn.Module, batch: Dict[str, torch.Tensor], opt: torch.optim.Optimizer,

@@ -14,7 +14,7 @@ from dnnod import data as D
 from dnnod.data import fetch as FE, shapes as SH
 from dnnod.data import PennFudanDataset, ShapesDataset, VOCDataset, data_root, download
 from dnnod.masks import mask_targets
-from dnnod.data.sampler import ClassifierSampler, ImageBank, LocalizerSampler, flip_targets
+from dnnod.data.sampler import ClassifierSampler, ImageBank, LocalizerSampler, color_jitter, flip_targets
 
 PF = D.data_root() / "PennFudanPed"
 RACCOON = D.data_root() / "raccoon"
@@ -314,6 +314,36 @@ def test_localizer_sample_targets_and_flip(bank):
     boxes = torch.tensor([[12.0, 25.0, 40.0, 70.0], [50.0, 30.0, 85.0, 50.0]])
     mirrored = boxes[:, [2, 1, 0, 3]] * torch.tensor([-1, 1, -1, 1]) + torch.tensor([100.0, 0, 100.0, 0])
     torch.testing.assert_close(flip_targets(mask_targets(boxes, win, 8)), mask_targets(mirrored, win, 8))
+
+
+def test_color_jitter_is_torchvisions_adjustments():
+    """Each crop equals torchvision's adjust_brightness, adjust_contrast, adjust_saturation applied
+    one crop at a time with factors in [1 - s, 1 + s]; strength 0 changes nothing."""
+    import torchvision.transforms.functional as TF
+    x = torch.rand(6, 3, 20, 24, generator=torch.Generator().manual_seed(0))
+    got = color_jitter(x, 0.4, torch.Generator().manual_seed(5))
+    f = 1 + 0.4 * (2 * torch.rand(6, 3, generator=torch.Generator().manual_seed(5)) - 1)
+    assert ((f >= 0.6) & (f <= 1.4)).all() and f.std() > 0.1
+    for k in range(6):
+        ref = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(x[k], float(f[k, 0])),
+                                                      float(f[k, 1])), float(f[k, 2]))
+        torch.testing.assert_close(got[k], ref, atol=1e-5, rtol=0)
+    assert torch.equal(color_jitter(x, 0.0, torch.Generator()), x)
+    with pytest.raises(ValueError, match="jitter"):
+        color_jitter(x, 1.5, torch.Generator())
+
+
+def test_samplers_jitter_crops_not_targets(bank):
+    """jitter changes the crops and leaves windows and targets as they were; off by default, so
+    a seeded run without it draws exactly what it drew before the option existed."""
+    for make in (lambda j: LocalizerSampler(bank, 3, 48, d=8, jitter=j),
+                 lambda j: ClassifierSampler(bank, 32, jitter=j)):
+        a = make(0.0).sample(8, torch.Generator().manual_seed(3))
+        b = make(0.3).sample(8, torch.Generator().manual_seed(3))
+        assert torch.equal(a["y"], b["y"]) and torch.equal(a["img_idx"], b["img_idx"])
+        assert not torch.allclose(a["x"], b["x"]) and b["x"].min() >= 0 and b["x"].max() <= 1
+    with pytest.raises(ValueError, match="jitter"):
+        LocalizerSampler(bank, 3, 48, jitter=-0.1)
 
 
 def test_crop_matches_manual_resize(bank):

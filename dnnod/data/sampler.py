@@ -7,7 +7,8 @@ class); crop width uniform in ``[min_scale · W, W]``, crop shape = the image's 
 1/2 of the image as between 1/2 and 1 — the window sizes of the three detection scales). A
 sample is the crop resized to the network input plus its Eq. 1 mask targets for every class.
 Horizontal flips [ours] flip the crop and the targets (columns reversed, left <-> right swapped),
-which equals computing the targets after flipping.
+which equals computing the targets after flipping. Colour jitter [ours, off by default]
+(``jitter``, :func:`color_jitter`) varies brightness, contrast and saturation per crop.
 
 Classifier (paper Sec. 5.2): boxes with IoU < 0.2 with every object are background (label 0),
 boxes with IoU >= 0.6 with some object take that object's label; the same 60/40 split.
@@ -26,7 +27,7 @@ from torchvision.ops import box_iou, roi_align
 
 from ..masks import MASK_TYPES, mask_targets_batch
 
-__all__ = ["ImageBank", "LocalizerSampler", "ClassifierSampler", "flip_targets"]
+__all__ = ["ImageBank", "LocalizerSampler", "ClassifierSampler", "flip_targets", "color_jitter"]
 
 _LEFT, _RIGHT = MASK_TYPES.index("left"), MASK_TYPES.index("right")
 
@@ -94,6 +95,30 @@ def flip_targets(targets: torch.Tensor) -> torch.Tensor:
     return f[..., idx, :, :]
 
 
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma ``[B, 1, H, W]`` of RGB ``x [B, 3, H, W]`` (torchvision's rgb_to_grayscale)."""
+    return (0.2989 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+
+
+def color_jitter(x: torch.Tensor, strength: float, g: torch.Generator) -> torch.Tensor:
+    """Photometric augmentation (ours; the paper names none): per crop, brightness, contrast and
+    saturation factors drawn uniformly from ``[1 - strength, 1 + strength]`` and applied in that
+    order, as torchvision's ``adjust_brightness`` / ``adjust_contrast`` / ``adjust_saturation``
+    do (blend with black, with the mean grey level, with the grey image; clamped to [0, 1]).
+    ``x [B, 3, H, W]`` floats in [0, 1]; the targets do not change. One batched pass; the draws
+    come from ``g`` so a seeded run repeats."""
+    if not 0 <= strength < 1:
+        raise ValueError(f"color jitter strength must be in [0, 1); got {strength}")
+    B = x.shape[0]
+    f = 1 + strength * (2 * torch.rand(B, 3, generator=g) - 1)          # [B, 3] factors
+    f = f.to(x.dtype).view(B, 3, 1, 1, 1).unbind(1)
+    x = (x * f[0]).clamp(0, 1)
+    m = _gray(x).mean(dim=(1, 2, 3), keepdim=True)
+    x = (f[1] * x + (1 - f[1]) * m).clamp(0, 1)
+    x = (f[2] * x + (1 - f[2]) * _gray(x)).clamp(0, 1)
+    return x
+
+
 def _inter_area(windows: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """windows ``[B, K, 4]``, boxes ``[B, M, 4]`` -> intersection areas ``[B, K, M]``."""
     lt = torch.maximum(windows[:, :, None, :2], boxes[:, None, :, :2])
@@ -107,11 +132,13 @@ SCALE_DISTS = ("uniform", "log")
 
 class LocalizerSampler:
     """Localizer batches (paper Sec. 4): ``(windows [B, 3, S, S] float in [0, 1],
-    targets [B, C, 5, d, d])``, with ``pos_fraction`` positives."""
+    targets [B, C, 5, d, d])``, with ``pos_fraction`` positives; ``jitter`` > 0 adds
+    :func:`color_jitter` of that strength to the crops."""
 
     def __init__(self, bank: ImageBank, num_classes: int, input_size: int, d: int = 24,
                  min_scale: float = 0.1, pos_fraction: float = 0.4, min_cover: float = 0.8,
-                 flip: bool = True, candidates: int = 48, scale_dist: str = "uniform") -> None:
+                 flip: bool = True, candidates: int = 48, scale_dist: str = "uniform",
+                 jitter: float = 0.0) -> None:
         if not 0 < min_scale <= 1:
             raise ValueError(f"min_scale must be in (0, 1]; got {min_scale}")
         if scale_dist not in SCALE_DISTS:
@@ -122,6 +149,9 @@ class LocalizerSampler:
         self.bank, self.C, self.S, self.d = bank, num_classes, input_size, d
         self.min_scale, self.pos_fraction, self.min_cover = min_scale, pos_fraction, min_cover
         self.flip, self.K = flip, candidates
+        if not 0 <= jitter < 1:
+            raise ValueError(f"jitter (colour jitter strength) must be in [0, 1); got {jitter}")
+        self.jitter = jitter
         has = torch.stack([(bank.labels == c + 1).any(1) for c in range(num_classes)], 1)  # [N, C]
         if not has.any():
             raise ValueError("no training image contains an object of any class")
@@ -224,6 +254,8 @@ class LocalizerSampler:
             f = torch.rand(batch_size, generator=g) < 0.5
             x[f] = x[f].flip(-1)
             y[f] = flip_targets(y[f])
+        if self.jitter > 0:         # drawn only when asked, so runs without it repeat as before
+            x = color_jitter(x, self.jitter, g)
         return {"x": x, "y": y, "positive": pos, "img_idx": img_idx, "windows": wins}
 
 
@@ -233,7 +265,11 @@ class ClassifierSampler:
     for IoU >= ``pos_iou``)."""
 
     def __init__(self, bank: ImageBank, input_size: int, pos_fraction: float = 0.4,
-                 pos_iou: float = 0.6, neg_iou: float = 0.2, flip: bool = True, candidates: int = 32) -> None:
+                 pos_iou: float = 0.6, neg_iou: float = 0.2, flip: bool = True, candidates: int = 32,
+                 jitter: float = 0.0) -> None:
+        if not 0 <= jitter < 1:
+            raise ValueError(f"jitter (colour jitter strength) must be in [0, 1); got {jitter}")
+        self.jitter = jitter
         self.bank, self.S, self.pos_fraction = bank, input_size, pos_fraction
         self.pos_iou, self.neg_iou, self.flip, self.K = pos_iou, neg_iou, flip, candidates
         self.n_obj = (bank.labels > 0).sum(1)
@@ -306,4 +342,6 @@ class ClassifierSampler:
         if self.flip:
             f = torch.rand(B, generator=g) < 0.5
             x[f] = x[f].flip(-1)
+        if self.jitter > 0:
+            x = color_jitter(x, self.jitter, g)
         return {"x": x, "y": y, "img_idx": img_idx, "boxes": out}
