@@ -8,6 +8,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from realdata import needs_pf
 from dnnod.data.datasets import pennfudan_split
@@ -82,6 +83,14 @@ def test_results_file_rows_replace_and_summary(tmp_path):
     s = race.summary(json.loads(f.read_text()))
     assert [(r["detector"], r["seeds"]) for r in s] == [("detectornet", [0]), ("fasterrcnn", [0, 1])]
     assert s[1]["ap_mean"] == pytest.approx(0.6) and (s[1]["ap_min"], s[1]["ap_max"]) == (0.5, 0.7)
+    # a recipe trial (variant) neither replaces nor joins the plain recipe's rows
+    race.add_row(f, dict(row("detectornet", 15, 0, 0.9), variant="jitter"))
+    data = json.loads(f.read_text())
+    assert len(data["runs"]) == 4
+    s = race.summary(data)
+    assert [(r["detector"], r["variant"], r["ap_mean"]) for r in s[:2]] == [
+        ("detectornet", "", 0.6), ("detectornet", "jitter", 0.9)]
+    assert "DetectorNet (tiny, conv mask head), jitter | 15 min | **0.900**" in race.markdown_table(data)
 
 
 def test_run_rejects_bad_options():
@@ -91,16 +100,27 @@ def test_run_rejects_bad_options():
         race.run("fasterrcnn", 0)
     with pytest.raises(ValueError, match="budget_s"):
         race.train_fasterrcnn_budget(-1)
+    with pytest.raises(ValueError, match="Faster R-CNN's is fixed"):
+        race.run("fasterrcnn", 1, variant="x", train_args=["--lam", "0.3"])
+    with pytest.raises(ValueError, match="needs a variant name"):
+        race.run("detectornet", 1, train_args=["--lam", "0.3"])
 
 
 @needs_pf
 @pytest.mark.parametrize("detector", race.DETECTORS)
 def test_race_command_records_a_run(tmp_path, detector):
     out = tmp_path / "race.json"
+    trial = ["--variant", "jit", "--train-args", "--color-jitter 0.2 --lam 0.3"] \
+        if detector == "detectornet" else []
     race.main(["run", "--detector", detector, "--budget-min", "0.03", "--seed", "3", "--threads", "1",
                "--eval-split", "val", "--eval-limit", "2", "--runs", str(tmp_path / "runs"),
-               "--results", str(out)])
+               "--results", str(out)] + trial)
     (r,) = json.loads(out.read_text())["runs"]
+    if trial:     # the trial's options reach the training command, its run has its own folder
+        assert r["variant"] == "jit" and "--color-jitter 0.2 --lam 0.3" in r["recipe"]["train_args"]
+        assert "--out" not in r["recipe"]["train_args"]
+        ck = torch.load(tmp_path / "runs" / "detectornet_jit_1.8s_s3" / "model.pt", weights_only=True)
+        assert ck["meta"]["args"]["color_jitter"] == 0.2 and ck["meta"]["args"]["lam"] == 0.3
     assert r["detector"] == detector and r["seed"] == 3 and r["eval_images"] == 2 and r["eval_split"] == "val"
     assert r["steps"] >= 1 and r["train_s"] >= 1.8 and 0 <= r["ap50_voc07"] <= 1
     assert len(r["detections"]) == 2 and r["command"].startswith("python -m dnnod.studies.race run")

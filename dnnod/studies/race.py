@@ -21,6 +21,13 @@ AdamW, lr 1e-3, weight decay 1e-4, linear warm-up over 20 iterations then cosine
 the budget, gradient clipping at norm 10, batch 2, horizontal flips (p = 0.5), images preloaded.
 **DetectorNet recipe**: the shipped ``pennfudan-tiny`` command (``dnnod/weights/README.md``) with
 ``--budget-s`` in place of its step count.
+
+Recipe trials (``dnnod/weights/README.md``) use the same command on the ``fit``/``val`` split of the
+training images, with a name and the training options that change, e.g.::
+
+    python -m dnnod.studies.race run --detector detectornet --budget-min 45 --seed 0 --threads 2 \
+        --train-split fit --eval-split val --variant jitter03 --train-args "--color-jitter 0.3" \
+        --results runs/trials/pennfudan_val.json
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ import math
 import os
 import platform
 import random
+import shlex
 import subprocess
 import sys
 import time
@@ -146,16 +154,20 @@ def train_fasterrcnn_budget(budget_s: float, seed: int = 0, root: Optional[str] 
 def train_detectornet_budget(budget_s: float, seed: int = 0, root: Optional[str] = None,
                              train_split: str = "train", eval_split: str = "test",
                              runs: str = "runs/race", extra: Optional[List[str]] = None,
-                             eval_limit: Optional[int] = None) -> Dict[str, Any]:
-    """Train DetectorNet with :data:`DETECTORNET_ARGS` and ``--budget-s budget_s`` (``dnnod.train``),
-    then evaluate with ``dnnod.assess.evaluate_model`` (``detect``'s defaults) on ``eval_split``."""
+                             eval_limit: Optional[int] = None, variant: str = "") -> Dict[str, Any]:
+    """Train DetectorNet with :data:`DETECTORNET_ARGS`, ``extra`` training options and
+    ``--budget-s budget_s`` (``dnnod.train``), then evaluate with ``dnnod.assess.evaluate_model``
+    (``detect``'s defaults) on ``eval_split``. The run folder is named by variant, split, budget
+    and seed, so trials do not overwrite one another."""
     from ..assess import evaluate_model
     from ..train import TrainConfig, train
-    out = Path(runs) / f"detectornet_{budget_s:g}s_s{seed}"
-    argv = list(DETECTORNET_ARGS) + ["--budget-s", f"{budget_s:g}", "--seed", str(seed),
-                                     "--train-split", train_split, "--out", str(out)] + list(extra or [])
+    tag = "".join(f"{v}_" for v in (variant, "" if train_split == "train" else train_split) if v)
+    out = Path(runs) / f"detectornet_{tag}{budget_s:g}s_s{seed}"
+    argv = list(DETECTORNET_ARGS) + list(extra or []) + ["--budget-s", f"{budget_s:g}", "--seed", str(seed),
+                                                         "--train-split", train_split]
     if root:
         argv += ["--root", root]
+    argv += ["--out", str(out)]
     cfg = TrainConfig.from_argv(argv)
     c0 = time.process_time()
     summary = train(cfg, threads=torch.get_num_threads())
@@ -178,11 +190,18 @@ def train_detectornet_budget(budget_s: float, seed: int = 0, root: Optional[str]
 
 def run(detector: str, budget_min: float, seed: int = 0, threads: Optional[int] = 2,
         root: Optional[str] = None, runs: str = "runs/race", eval_limit: Optional[int] = None,
-        train_split: str = "train", eval_split: str = "test") -> Dict[str, Any]:
+        train_split: str = "train", eval_split: str = "test", variant: str = "",
+        train_args: Optional[List[str]] = None) -> Dict[str, Any]:
     """One race run: ``detector`` trained for ``budget_min`` minutes with ``threads`` torch
-    threads, then evaluated. Returns its row (with hardware, date, commit and load averages)."""
+    threads, then evaluated. Returns its row (with hardware, date, commit and load averages).
+    ``train_args``: DetectorNet training options added to its recipe (a trial, named ``variant``)."""
     if detector not in DETECTORS:
         raise ValueError(f"detector must be one of {DETECTORS}; got {detector!r}")
+    if train_args and detector != "detectornet":
+        raise ValueError("train_args change the DetectorNet recipe; Faster R-CNN's is fixed")
+    if train_args and not variant:
+        raise ValueError("a run with train_args needs a variant name, so its row and run folder "
+                         "are not taken for the plain recipe's")
     if not (math.isfinite(budget_min) and budget_min > 0):
         raise ValueError(f"budget_min must be > 0; got {budget_min}")
     if threads:
@@ -193,8 +212,10 @@ def run(detector: str, budget_min: float, seed: int = 0, threads: Optional[int] 
     load0, t0 = _loadavg(), time.time()
     kw = dict(seed=seed, root=root, train_split=train_split, eval_split=eval_split, eval_limit=eval_limit)
     res = (train_fasterrcnn_budget(budget_min * 60, **kw) if detector == "fasterrcnn"
-           else train_detectornet_budget(budget_min * 60, runs=runs, **kw))
+           else train_detectornet_budget(budget_min * 60, runs=runs, variant=variant,
+                                         extra=list(train_args or []), **kw))
     return dict({"detector": detector, "budget_min": budget_min, "seed": seed,
+                 **({"variant": variant} if variant else {}),
                  "torch_threads": torch.get_num_threads(),
                  "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, "
                              f"{torch.get_num_threads()} torch threads (CPU)",
@@ -204,8 +225,8 @@ def run(detector: str, budget_min: float, seed: int = 0, threads: Optional[int] 
 
 def add_row(results: Path, row: Dict[str, Any]) -> Dict[str, Any]:
     """Add ``row`` to the JSON file ``results`` (created if absent), replacing a row of the same
-    detector, budget and seed; rows stay sorted by detector, budget, seed."""
-    key = lambda r: (r["detector"], float(r["budget_min"]), int(r["seed"]))  # noqa: E731
+    detector, variant, budget and seed; rows stay sorted by detector, variant, budget, seed."""
+    key = lambda r: (r["detector"], r.get("variant", ""), float(r["budget_min"]), int(r["seed"]))  # noqa: E731
     data = json.loads(results.read_text()) if results.exists() else {"runs": []}
     data["runs"] = sorted([r for r in data["runs"] if key(r) != key(row)] + [row], key=key)
     data["about"] = __doc__.split("\n\n")[0].replace("\n", " ")
@@ -217,15 +238,16 @@ def add_row(results: Path, row: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def summary(data: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """One row per (detector, budget): AP mean, min and max over seeds, seeds, mean steps,
-    training CPU s and test images/s, and the parameters."""
+    """One row per (detector, variant, budget): AP mean, min and max over seeds, seeds, mean
+    steps, training CPU s and test images/s, and the parameters."""
     groups: Dict[tuple, List[Dict[str, Any]]] = {}
     for r in data["runs"]:
-        groups.setdefault((r["detector"], float(r["budget_min"])), []).append(r)
+        groups.setdefault((r["detector"], r.get("variant", ""), float(r["budget_min"])), []).append(r)
     out = []
-    for (det, b), rs in sorted(groups.items()):
+    for (det, var, b), rs in sorted(groups.items()):
         ap = [r["ap50_voc07"] for r in rs]
-        out.append({"detector": det, "budget_min": b, "seeds": sorted(int(r["seed"]) for r in rs),
+        out.append({"detector": det, "variant": var, "budget_min": b,
+                    "seeds": sorted(int(r["seed"]) for r in rs),
                     "ap_mean": float(np.mean(ap)), "ap_min": float(min(ap)), "ap_max": float(max(ap)),
                     "steps": float(np.mean([r["steps"] for r in rs])),
                     "train_cpu_s": float(np.mean([r["train_cpu_s"] for r in rs])),
@@ -245,7 +267,8 @@ def markdown_table(data: Dict[str, Any]) -> str:
     rows = []
     for r in summary(data):
         batch = {"detectornet": "32 windows", "fasterrcnn": "2 images"}.get(r["detector"], "")
-        rows.append(f"| {NAMES.get(r['detector'], r['detector'])} | {r['budget_min']:g} min "
+        name = NAMES.get(r["detector"], r["detector"]) + (f", {r['variant']}" if r["variant"] else "")
+        rows.append(f"| {name} | {r['budget_min']:g} min "
                     f"| **{r['ap_mean']:.3f}** ({r['ap_min']:.3f}–{r['ap_max']:.3f}) "
                     f"| {', '.join(map(str, r['seeds']))} | {r['params'] / 1e6:.2f} M "
                     f"| {r['steps']:.0f} × {batch} | {r['train_cpu_s']:.0f} | {r['test_images_per_s']:.1f} |")
@@ -266,11 +289,14 @@ def main(argv=None) -> None:
     r.add_argument("--train-split", default="train", help="train (120 images) or fit (100)")
     r.add_argument("--eval-split", default="test", help="test (50 images) or val (20, from train)")
     r.add_argument("--eval-limit", type=int, default=None, help="quick check: first N eval images")
+    r.add_argument("--variant", default="", help="name of a recipe trial (its rows and run folder)")
+    r.add_argument("--train-args", default="",
+                   help='DetectorNet training options added to the recipe, e.g. "--color-jitter 0.3"')
     r.add_argument("--results", required=True, help="JSON file the row is added to")
     a = p.parse_args(argv)
     command = "python -m dnnod.studies.race " + " ".join(argv if argv is not None else sys.argv[1:])
     row = run(a.detector, a.budget_min, a.seed, a.threads, a.root, a.runs, a.eval_limit,
-              a.train_split, a.eval_split)
+              a.train_split, a.eval_split, a.variant, shlex.split(a.train_args))
     row["command"] = command
     add_row(Path(a.results), row)
     print(json.dumps({k: v for k, v in row.items() if k != "detections"}, indent=1))
