@@ -563,8 +563,13 @@ def train(config: Optional[TrainConfig] = None, **changes) -> Dict[str, Any]:
 
 def _command_line() -> Optional[str]:
     """``dnnod train ...`` as typed, whether launched as ``dnnod train``, ``python -m dnnod.cli
-    train`` or ``python -m dnnod.train`` (None when called from Python)."""
-    if not sys.argv or "dnnod" not in sys.argv[0]:
+    train`` or ``python -m dnnod.train`` (None when called from Python, e.g. by a study whose own
+    command line is not a training command; ``meta["args"]`` holds the full config either way)."""
+    if not sys.argv:
+        return None
+    prog = Path(sys.argv[0])
+    if not (prog.name == "dnnod" or prog.parent.name == "dnnod" and prog.name in
+            ("cli.py", "train.py", "__main__.py")):
         return None
     args = sys.argv[1:]
     if args[:1] == ["train"]:

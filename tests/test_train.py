@@ -252,6 +252,19 @@ def test_cli_detect_defaults_and_classifier_option(tmp_path, capsys):
     assert "mAP" in capsys.readouterr().out
 
 
+def test_recorded_command_is_a_training_command(monkeypatch):
+    """meta["command"] is the `dnnod train` line only when training was launched as one; a study
+    that calls train() from Python (its argv is its own command) records None, not a mix."""
+    from dnnod.train import _command_line
+    for argv in (["/venv/bin/dnnod", "train", "--out", "r"], ["/src/dnnod/cli.py", "train", "--out", "r"],
+                 ["/src/dnnod/train.py", "--out", "r"]):
+        monkeypatch.setattr(sys, "argv", argv)
+        assert _command_line() == "dnnod train --out r"
+    for argv in (["/src/dnnod/studies/race.py", "run", "--detector", "detectornet"], ["-c"], []):
+        monkeypatch.setattr(sys, "argv", argv)
+        assert _command_line() is None
+
+
 def test_config_is_the_command_line():
     """The typed config and the command line agree: the parser's defaults are the dataclass's,
     options map to fields of the same name, and train() refuses an argv list with a clear hint."""
