@@ -146,3 +146,22 @@ def test_race_figure_draws_every_seed():
     assert lo <= 0.60 and hi >= 0.69 and lo == pytest.approx(0.5)  # cut to the data, labelled
     assert "axis from 0.5" in ax.get_ylabel()
     plt.close(fig)
+
+
+def test_perfect_mask_ceiling_counts_what_union_masks_hide():
+    """Perfect masks on hand-made photos: two people apart are both found (AP 1); a small person
+    wholly inside a larger one is missed (the union masks hide it, chapter 9) and reported with
+    its overlap, so the recall and the 11-point AP stop at one half (6 of 11 recall levels)."""
+    from dnnod.studies.ceiling import perfect_mask_ap
+    img = torch.full((3, 192, 192), 200, dtype=torch.uint8)
+    def item(boxes):
+        b = torch.tensor(boxes)
+        return img, {"boxes": b, "labels": torch.ones(len(b), dtype=torch.long)}
+    apart = perfect_mask_ap([item([[20., 20, 70, 150], [110, 30, 170, 170]])])
+    assert apart["ap"] == pytest.approx(1.0) and apart["tp"] == apart["npos"] == 2
+    assert apart["missed"] == [[]]
+    nested = perfect_mask_ap([item([[30., 30, 150, 150], [45, 45, 95, 95]])])
+    assert nested["tp"] == 1 and nested["npos"] == 2
+    ((j, best, other),) = nested["missed"][0]
+    assert j == 1 and best < 0.5 and other == pytest.approx(50 * 50 / 120 ** 2, abs=1e-3)
+    assert nested["ap"] == pytest.approx(6 / 11)

@@ -1,0 +1,103 @@
+"""The perfect-mask ceiling of box extraction on real photos: the AP of :func:`dnnod.detect.detect`
+when the network is perfect (:class:`dnnod.predict.GroundTruthPredictor`, the exact Eq. 1 targets
+of the true boxes), for named ``detect`` settings, on a Penn-Fudan split.
+
+    python -m dnnod.studies.ceiling --split val --out runs/trials/ceiling_val.json \\
+        --setting defaults '{}' --setting no-refinement '{"refine": false}'
+
+What a trained network can reach with a setting is bounded by its ceiling, so a box extraction
+that separates overlapping people better raises it. Settings are chosen on the ``val`` split (20
+photos carved from the training images) and on synthetic scenes (``book/_tools/union_masks.py``);
+the ``test`` split's ceiling is reported, never tuned on. The candidate aspect ratios are k-means
+over the boxes of the ``fit`` split (the other 100 training photos; paper Sec. 5.2), so no choice
+sees the photos it is scored on. Each file records its command, date, commit and, per setting, the
+AP, the detections, the true positives and, per photo, the ground-truth boxes no detection
+matches at IoU >= 0.5 (with their largest IoU with another true box: how hidden they were).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from torchvision.ops import box_iou
+
+from ..data import PennFudanDataset
+from ..detect import detect
+from ..evaluate import evaluate_detections
+from ..localize import kmeans_aspect_ratios
+from ..predict import GroundTruthPredictor
+from .race import _git_commit
+
+
+def perfect_mask_ap(dataset, aspect_ratios: Optional[Sequence[float]] = None,
+                    num_classes: int = 1, **detect_kwargs) -> Dict[str, Any]:
+    """Run ``detect`` with the perfect network on every item ``(image, target)`` of ``dataset``
+    and score it (VOC2007 11-point AP at IoU 0.5, :func:`dnnod.evaluate.evaluate_detections`).
+    Returns ``ap`` (mean over classes), ``detections``, ``tp``, ``npos`` and ``missed``: per
+    image, ``[(gt index, best IoU with a detection, largest IoU with another true box)]`` for
+    every true box that no detection reaches IoU 0.5 with."""
+    dets: List[Dict[str, torch.Tensor]] = []
+    gts: List[Dict[str, torch.Tensor]] = []
+    missed = []
+    for i in range(len(dataset)):
+        img, t = dataset[i]
+        gt = GroundTruthPredictor(t["boxes"], t["labels"], num_classes=num_classes,
+                                  aspect_ratios=aspect_ratios)
+        d = detect(gt, img, device="cpu", **detect_kwargs)
+        dets.append({k: d[k] for k in ("boxes", "scores", "labels")})
+        gts.append(t)
+        b = t["boxes"].float()
+        best = box_iou(b, d["boxes"]).max(1).values if len(d["boxes"]) else torch.zeros(len(b))
+        other = box_iou(b, b).fill_diagonal_(0).max(1).values if len(b) > 1 else torch.zeros(len(b))
+        missed.append([(j, round(float(best[j]), 3), round(float(other[j]), 3))
+                       for j in range(len(b)) if best[j] < 0.5])
+    r = evaluate_detections(dets, gts, labels=list(range(1, num_classes + 1)))
+    return {"ap": float(r["map"]), "detections": sum(len(d["boxes"]) for d in dets),
+            "tp": int(sum(r["tp"].values())), "npos": int(sum(r["npos"].values())),
+            "missed": missed}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m dnnod.studies.ceiling", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--split", default="val", choices=("val", "fit", "train", "test"))
+    p.add_argument("--root", default=None, help="Penn-Fudan folder (default: $DNNOD_DATA/PennFudanPed)")
+    p.add_argument("--setting", nargs=2, action="append", metavar=("NAME", "JSON"), required=True,
+                   help="a name and the detect keyword arguments as JSON, e.g. '{\"refine\": false}'")
+    p.add_argument("--out", required=True, help="JSON file written")
+    a = p.parse_args(argv)
+    settings = {}
+    for name, js in a.setting:
+        try:
+            kw = json.loads(js)
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"--setting {name}: not JSON ({e}): {js!r}")
+        if not isinstance(kw, dict):
+            raise SystemExit(f"--setting {name}: expected a JSON object of detect arguments, got {js!r}")
+        settings[name] = kw
+    fit = PennFudanDataset(a.root, split="fit")
+    ar = kmeans_aspect_ratios(torch.cat([fit.target(i)["boxes"] for i in range(len(fit))]))
+    ds = PennFudanDataset(a.root, split=a.split)
+    out = {"command": "python -m dnnod.studies.ceiling " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "date": _dt.date.today().isoformat(), "commit": _git_commit(), "split": a.split,
+           "images": len(ds), "aspect_ratios": [round(float(x), 4) for x in ar], "settings": {}}
+    for name, kw in settings.items():
+        t0 = time.time()
+        rest = {k: v for k, v in kw.items() if k != "aspect_ratios"}
+        r = perfect_mask_ap(ds, kw.get("aspect_ratios", ar), **rest)   # a setting may bring its own
+        r.update(detect_kwargs=kw, seconds=round(time.time() - t0, 1))
+        out["settings"][name] = r
+        print(f"{name:24s} AP {r['ap']:.3f}  TP {r['tp']}/{r['npos']}  detections {r['detections']}",
+              flush=True)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
