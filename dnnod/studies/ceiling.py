@@ -12,7 +12,8 @@ the ``test`` split's ceiling is reported, never tuned on. The candidate aspect r
 over the boxes of the ``fit`` split (the other 100 training photos; paper Sec. 5.2), so no choice
 sees the photos it is scored on. Each file records its command, date, commit and, per setting, the
 AP, the detections, the true positives and, per photo, the ground-truth boxes no detection
-matches at IoU >= 0.5 (with their largest IoU with another true box: how hidden they were).
+matches at IoU >= 0.5 (with the largest fraction of their area that another true box covers: how
+hidden they were in the union masks).
 """
 from __future__ import annotations
 
@@ -40,8 +41,9 @@ def perfect_mask_ap(dataset, aspect_ratios: Optional[Sequence[float]] = None,
     """Run ``detect`` with the perfect network on every item ``(image, target)`` of ``dataset``
     and score it (VOC2007 11-point AP at IoU 0.5, :func:`dnnod.evaluate.evaluate_detections`).
     Returns ``ap`` (mean over classes), ``detections``, ``tp``, ``npos`` and ``missed``: per
-    image, ``[(gt index, best IoU with a detection, largest IoU with another true box)]`` for
-    every true box that no detection reaches IoU 0.5 with."""
+    image, ``[(gt index, best IoU with a detection, largest fraction of its area inside another
+    true box)]`` for every true box that no detection reaches IoU 0.5 with. (The fraction, not
+    the IoU: a child half hidden by an adult has a small IoU with the adult's box.)"""
     dets: List[Dict[str, torch.Tensor]] = []
     gts: List[Dict[str, torch.Tensor]] = []
     missed = []
@@ -54,7 +56,10 @@ def perfect_mask_ap(dataset, aspect_ratios: Optional[Sequence[float]] = None,
         gts.append(t)
         b = t["boxes"].float()
         best = box_iou(b, d["boxes"]).max(1).values if len(d["boxes"]) else torch.zeros(len(b))
-        other = box_iou(b, b).fill_diagonal_(0).max(1).values if len(b) > 1 else torch.zeros(len(b))
+        lt = torch.maximum(b[:, None, :2], b[None, :, :2])
+        rb = torch.minimum(b[:, None, 2:], b[None, :, 2:])
+        inside = (rb - lt).clamp(min=0).prod(-1) / ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[:, None]
+        other = inside.fill_diagonal_(0).max(1).values if len(b) > 1 else torch.zeros(len(b))
         missed.append([(j, round(float(best[j]), 3), round(float(other[j]), 3))
                        for j in range(len(b)) if best[j] < 0.5])
     r = evaluate_detections(dets, gts, labels=list(range(1, num_classes + 1)))

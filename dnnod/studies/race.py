@@ -294,7 +294,8 @@ def main(argv=None) -> None:
                    help='DetectorNet training options added to the recipe, e.g. "--color-jitter 0.3"')
     r.add_argument("--results", required=True, help="JSON file the row is added to")
     a = p.parse_args(argv)
-    command = "python -m dnnod.studies.race " + " ".join(argv if argv is not None else sys.argv[1:])
+    # shlex.join: a --train-args value keeps its quotes, so the recorded command runs as typed
+    command = "python -m dnnod.studies.race " + shlex.join(argv if argv is not None else sys.argv[1:])
     row = run(a.detector, a.budget_min, a.seed, a.threads, a.root, a.runs, a.eval_limit,
               a.train_split, a.eval_split, a.variant, shlex.split(a.train_args))
     row["command"] = command
