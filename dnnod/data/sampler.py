@@ -100,6 +100,11 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
     return (0.2989 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
 
 
+def _check_jitter(strength: float) -> None:
+    if not 0 <= strength < 1:
+        raise ValueError(f"jitter (colour jitter strength) must be in [0, 1); got {strength}")
+
+
 def color_jitter(x: torch.Tensor, strength: float, g: torch.Generator) -> torch.Tensor:
     """Photometric augmentation (ours; the paper names none): per crop, brightness, contrast and
     saturation factors drawn uniformly from ``[1 - strength, 1 + strength]`` and applied in that
@@ -107,8 +112,7 @@ def color_jitter(x: torch.Tensor, strength: float, g: torch.Generator) -> torch.
     do (blend with black, with the mean grey level, with the grey image; clamped to [0, 1]).
     ``x [B, 3, H, W]`` floats in [0, 1]; the targets do not change. One batched pass; the draws
     come from ``g`` so a seeded run repeats."""
-    if not 0 <= strength < 1:
-        raise ValueError(f"color jitter strength must be in [0, 1); got {strength}")
+    _check_jitter(strength)
     B = x.shape[0]
     f = 1 + strength * (2 * torch.rand(B, 3, generator=g) - 1)          # [B, 3] factors
     f = f.to(x.dtype).view(B, 3, 1, 1, 1).unbind(1)
@@ -149,8 +153,7 @@ class LocalizerSampler:
         self.bank, self.C, self.S, self.d = bank, num_classes, input_size, d
         self.min_scale, self.pos_fraction, self.min_cover = min_scale, pos_fraction, min_cover
         self.flip, self.K = flip, candidates
-        if not 0 <= jitter < 1:
-            raise ValueError(f"jitter (colour jitter strength) must be in [0, 1); got {jitter}")
+        _check_jitter(jitter)
         self.jitter = jitter
         has = torch.stack([(bank.labels == c + 1).any(1) for c in range(num_classes)], 1)  # [N, C]
         if not has.any():
@@ -267,8 +270,7 @@ class ClassifierSampler:
     def __init__(self, bank: ImageBank, input_size: int, pos_fraction: float = 0.4,
                  pos_iou: float = 0.6, neg_iou: float = 0.2, flip: bool = True, candidates: int = 32,
                  jitter: float = 0.0) -> None:
-        if not 0 <= jitter < 1:
-            raise ValueError(f"jitter (colour jitter strength) must be in [0, 1); got {jitter}")
+        _check_jitter(jitter)
         self.jitter = jitter
         self.bank, self.S, self.pos_fraction = bank, input_size, pos_fraction
         self.pos_iou, self.neg_iou, self.flip, self.K = pos_iou, neg_iou, flip, candidates

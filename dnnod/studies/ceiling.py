@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -89,7 +90,8 @@ def main(argv=None) -> None:
     fit = PennFudanDataset(a.root, split="fit")
     ar = kmeans_aspect_ratios(torch.cat([fit.target(i)["boxes"] for i in range(len(fit))]))
     ds = PennFudanDataset(a.root, split=a.split)
-    out = {"command": "python -m dnnod.studies.ceiling " + " ".join(argv if argv is not None else sys.argv[1:]),
+    # shlex.join: the JSON settings keep their quotes, so the recorded command runs as typed
+    out = {"command": "python -m dnnod.studies.ceiling " + shlex.join(argv if argv is not None else sys.argv[1:]),
            "date": _dt.date.today().isoformat(), "commit": _git_commit(), "split": a.split,
            "images": len(ds), "aspect_ratios": [round(float(x), 4) for x in ar], "settings": {}}
     for name, kw in settings.items():
