@@ -531,7 +531,7 @@ def train(config: Optional[TrainConfig] = None, **changes) -> Dict[str, Any]:
         saving = epoch_end or bool(cfg.ckpt_every and step % cfg.ckpt_every == 0) or final
         if distributed and saving:
             _sync_buffers(model, world)
-        if is_main and (epoch_end or (budget_spent and cfg.budget_s is not None)):
+        if is_main and (epoch_end or budget_spent):   # a budget's last step is validated too
             row = validate(model, cfg, val_batches, data.val_set, device, step)   # step 4
             row["train_loss"] = float(np.mean([r["loss"] for r in log_steps[-cfg.steps_per_epoch:]]))
             row["time_s"] = round(wall_before + time.time() - t0, 3)

@@ -34,7 +34,7 @@ from ..detect import detect
 from ..evaluate import evaluate_detections
 from ..localize import kmeans_aspect_ratios
 from ..predict import GroundTruthPredictor
-from .race import _git_commit
+from ._records import git_commit
 
 
 def perfect_mask_ap(dataset, aspect_ratios: Optional[Sequence[float]] = None,
@@ -92,7 +92,7 @@ def main(argv=None) -> None:
     ds = PennFudanDataset(a.root, split=a.split)
     # shlex.join: the JSON settings keep their quotes, so the recorded command runs as typed
     out = {"command": "python -m dnnod.studies.ceiling " + shlex.join(argv if argv is not None else sys.argv[1:]),
-           "date": _dt.date.today().isoformat(), "commit": _git_commit(), "split": a.split,
+           "date": _dt.date.today().isoformat(), "commit": git_commit(), "split": a.split,
            "images": len(ds), "aspect_ratios": [round(float(x), 4) for x in ar], "settings": {}}
     for name, kw in settings.items():
         t0 = time.time()

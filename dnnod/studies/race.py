@@ -39,7 +39,6 @@ import os
 import platform
 import random
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -49,6 +48,7 @@ import numpy as np
 import torch
 
 from ..data import PennFudanDataset
+from ._records import git_commit
 from .baselines import _dets_json, _evaluate_fasterrcnn, _flip, fasterrcnn_from_scratch
 
 DETECTORS = ("detectornet", "fasterrcnn")
@@ -58,15 +58,6 @@ DETECTORS = ("detectornet", "fasterrcnn")
 DETECTORNET_ARGS = ("--data pennfudan --arch tiny --head conv --head-norm batch --batch-size 32 "
                     "--lr-schedule cosine --max-side 400 --optimizer adam --lr 1e-3 "
                     "--epochs 1000 --steps-per-epoch 500 --val-images 0 --no-progress").split()
-
-
-def _git_commit() -> Optional[str]:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             timeout=10, cwd=Path(__file__).resolve().parents[2])
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def _loadavg() -> Optional[float]:
@@ -208,7 +199,7 @@ def run(detector: str, budget_min: float, seed: int = 0, threads: Optional[int] 
         torch.set_num_threads(threads)
     # The code that runs is the code at the start: read the commit and the time now, not after
     # a 45-minute run during which the repository may have moved on.
-    started, commit = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), _git_commit()
+    started, commit = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), git_commit()
     load0, t0 = _loadavg(), time.time()
     kw = dict(seed=seed, root=root, train_split=train_split, eval_split=eval_split, eval_limit=eval_limit)
     res = (train_fasterrcnn_budget(budget_min * 60, **kw) if detector == "fasterrcnn"
