@@ -84,6 +84,7 @@ class TrainConfig:
     crop_scale: str = "uniform"         #: uniform (the paper) | log-uniform (ours)
     pos_fraction: float = 0.4
     color_jitter: float = 0.0           #: brightness/contrast/saturation jitter strength (ours)
+    blur: float = 0.0                   #: largest Gaussian blur sigma, network-input px (ours)
     no_flip: bool = False
     seed: int = 0                       #: initialisation and batches (and shapes images)
     data_seed: Optional[int] = None     #: shapes: generator seed of the images (default: seed)
@@ -138,6 +139,8 @@ class TrainConfig:
             raise ValueError(f"--lam must be >= 0; got {self.lam}")
         if not 0 <= self.color_jitter < 1:
             raise ValueError(f"--color-jitter must be in [0, 1); got {self.color_jitter}")
+        if not 0 <= self.blur <= 8:
+            raise ValueError(f"--blur must be in [0, 8] (network-input pixels); got {self.blur}")
         if self.budget_s is not None and not (math.isfinite(self.budget_s) and self.budget_s > 0):
             raise ValueError(f"--budget-s must be a positive number of seconds; got {self.budget_s}")
         if self.data_seed is not None and self.data != "shapes":
@@ -205,6 +208,9 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     a("--color-jitter", type=float, default=0.0,
       help="ours: brightness, contrast and saturation of each training crop scaled by factors "
            "uniform in [1-J, 1+J] (0: off, the default)")
+    a("--blur", type=float, default=0.0,
+      help="ours: each training crop blurred by a Gaussian of sigma uniform in [0, B] pixels of "
+           "the network input, as if the photo had fewer pixels (0: off, the default)")
     a("--no-flip", action="store_true")
     a("--seed", type=int, default=0, help="initialisation and batch sampling (and, unless "
                                           "--data-seed is given, the shapes images)")
@@ -330,7 +336,7 @@ def load_data(cfg: TrainConfig) -> TrainData:
 
 def build_model(cfg: TrainConfig, data: TrainData):
     """Step 2: the network (Sec. 3) or the box classifier (Sec. 5.2) and the samplers of its
-    training and validation windows (not flipped or jittered). Returns ``(model, sampler, val_sampler)``."""
+    training and validation windows (not flipped, jittered or blurred). Returns ``(model, sampler, val_sampler)``."""
     C = len(data.class_names)
     if cfg.task == "localizer":
         model = DetectorNet(C, arch=cfg.arch, d=cfg.d, activation=cfg.activation, head=cfg.head,
@@ -340,15 +346,17 @@ def build_model(cfg: TrainConfig, data: TrainData):
             return LocalizerSampler(bank, C, model.input_size, d=cfg.d, min_scale=cfg.min_scale,
                                     scale_dist=cfg.crop_scale, pos_fraction=cfg.pos_fraction,
                                     flip=training and not cfg.no_flip,
-                                    jitter=cfg.color_jitter if training else 0.0)
+                                    jitter=cfg.color_jitter if training else 0.0,
+                                    blur=cfg.blur if training else 0.0)
     else:
         model = BoxClassifier(C, input_size=64 if cfg.arch == "tiny" else 128)
 
         def sampler(bank, training):
             return ClassifierSampler(bank, model.input_size, pos_fraction=cfg.pos_fraction,
                                      flip=training and not cfg.no_flip,
-                                     jitter=cfg.color_jitter if training else 0.0)
-    # validation windows are neither flipped nor jittered: the same batches at every epoch
+                                     jitter=cfg.color_jitter if training else 0.0,
+                                     blur=cfg.blur if training else 0.0)
+    # validation windows are neither flipped, jittered nor blurred: the same batches at every epoch
     return model, sampler(data.bank, True), sampler(data.val_bank, False)
 
 

@@ -5,14 +5,10 @@ changes every control of every live widget on a page and records what is drawn."
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from maskpaint_page import VENDOR
-
-STATE_MIME = "application/vnd.jupyter.widget-state+json"
-VIEW_MIME = "application/vnd.jupyter.widget-view+json"
+from maskpaint_page import STATE_MIME, VIEW_MIME
 
 
 def is_live(model_state: Dict) -> bool:
@@ -52,30 +48,6 @@ def html_live(html: str) -> Tuple[Dict, List[str]]:
 def state_size(state: Dict, model_id: str) -> int:
     """Bytes of one model's stored state (JSON)."""
     return len(json.dumps(state[model_id]))
-
-
-def write_state_page(state: Dict, model_ids: List[str], folder: Path) -> Path:
-    """``folder/page.html`` showing the models ``model_ids`` of ``state`` offline."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for f in ("widgets-setup.js", "require.js", "embed-amd.js", "anywidget.js"):
-        shutil.copy(VENDOR / f, folder / f)
-    data = json.dumps({"version_major": 2, "version_minor": 0, "state": state}).replace("</", "<\\/")
-    views = "\n".join(
-        f'<div class="w"><script type="{VIEW_MIME}">'
-        f'{json.dumps({"version_major": 2, "version_minor": 0, "model_id": m})}</script></div>'
-        for m in model_ids)
-    page = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>live widgets</title>
-<script src="widgets-setup.js"></script>
-<script src="require.js"></script>
-<script src="embed-amd.js"></script>
-</head><body>
-<script type="{STATE_MIME}">{data}</script>
-{views}
-</body></html>"""
-    path = folder / "page.html"
-    path.write_text(page, encoding="utf-8")
-    return path
 
 
 # What a widget shows, as one string: the frame (hashed), the info line, the IoU canvas, the key.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Dict, List
 
 from browser import CHROMIUM, launch  # noqa: F401 (re-exported for the page's users)
 
@@ -14,31 +15,43 @@ ROOT = Path(__file__).resolve().parents[1]
 VENDOR = ROOT / "book" / "_vendor" / "widgets"
 
 
+STATE_MIME = "application/vnd.jupyter.widget-state+json"
+VIEW_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def write_state_page(state: Dict, model_ids: List[str], folder: Path, title: str = "widgets") -> Path:
+    """``folder/page.html`` showing the models ``model_ids`` of the widget ``state`` offline, with
+    the vendored scripts copied beside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in ("widgets-setup.js", "require.js", "embed-amd.js", "anywidget.js"):
+        shutil.copy(VENDOR / f, folder / f)
+    # inside <script>, entities are not decoded: only "</" must be escaped (valid JSON as "<\\/")
+    data = json.dumps({"version_major": 2, "version_minor": 0, "state": state}).replace("</", "<\\/")
+    views = "\n".join(
+        f'<div class="w"><script type="{VIEW_MIME}">'
+        f'{json.dumps({"version_major": 2, "version_minor": 0, "model_id": m})}</script></div>'
+        for m in model_ids)
+    page = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<script src="widgets-setup.js"></script>
+<script src="require.js"></script>
+<script src="embed-amd.js"></script>
+</head><body>
+<script type="{STATE_MIME}">{data}</script>
+{views}
+</body></html>"""
+    path = folder / "page.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
 def write_page(widget, folder: Path) -> Path:
     """``folder/page.html`` showing ``widget`` offline: its state (every trait, never
     ``drop_defaults``: that would drop the anywidget's ``_esm``) and the vendored scripts."""
     from ipywidgets.embed import dependency_state
 
-    folder.mkdir(parents=True, exist_ok=True)
-    for f in ("widgets-setup.js", "require.js", "embed-amd.js", "anywidget.js"):
-        shutil.copy(VENDOR / f, folder / f)
     state = dependency_state([widget], drop_defaults=False)
-    data = {"version_major": 2, "version_minor": 0, "state": state}
-    view = {"version_major": 2, "version_minor": 0, "model_id": widget.model_id}
-    # inside <script>, entities are not decoded: only "</" must be escaped (valid JSON as "<\\/")
-    state_json = json.dumps(data).replace("</", "<\\/")
-    page = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>mask painter</title>
-<script src="widgets-setup.js"></script>
-<script src="require.js"></script>
-<script src="embed-amd.js"></script>
-</head><body>
-<script type="application/vnd.jupyter.widget-state+json">{state_json}</script>
-<div id="widget"><script type="application/vnd.jupyter.widget-view+json">{json.dumps(view)}</script></div>
-</body></html>"""
-    path = folder / "page.html"
-    path.write_text(page, encoding="utf-8")
-    return path
+    return write_state_page(state, [widget.model_id], folder, title="mask painter")
 
 
 def chapter6_painter(default_aspect: bool = False, **kw):

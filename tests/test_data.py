@@ -14,7 +14,8 @@ from dnnod import data as D
 from dnnod.data import fetch as FE, shapes as SH
 from dnnod.data import PennFudanDataset, ShapesDataset, VOCDataset, data_root, download
 from dnnod.masks import mask_targets
-from dnnod.data.sampler import ClassifierSampler, ImageBank, LocalizerSampler, color_jitter, flip_targets
+from dnnod.data.sampler import (ClassifierSampler, ImageBank, LocalizerSampler, color_jitter, flip_targets,
+                                gaussian_blur)
 
 PF = D.data_root() / "PennFudanPed"
 RACCOON = D.data_root() / "raccoon"
@@ -344,6 +345,44 @@ def test_samplers_jitter_crops_not_targets(bank):
         assert not torch.allclose(a["x"], b["x"]) and b["x"].min() >= 0 and b["x"].max() <= 1
     with pytest.raises(ValueError, match="jitter"):
         LocalizerSampler(bank, 3, 48, jitter=-0.1)
+
+
+def test_gaussian_blur_is_torchvisions_per_crop():
+    """Each crop equals torchvision's gaussian_blur of that crop alone (kernel 2·ceil(3·max) + 1,
+    reflected borders) with its own sigma drawn uniformly in [0, max]; a blurred constant image
+    stays constant; sigma_max 0 changes nothing; out-of-range values are refused."""
+    import torchvision.transforms.v2.functional as TF
+    x = torch.rand(5, 3, 21, 26, generator=torch.Generator().manual_seed(0))
+    got = gaussian_blur(x, 2.5, torch.Generator().manual_seed(7))
+    sig = 2.5 * torch.rand(5, generator=torch.Generator().manual_seed(7))
+    assert sig.max() - sig.min() > 0.5
+    for k in range(5):
+        ref = TF.gaussian_blur(x[k], kernel_size=[17, 17], sigma=[float(sig[k])] * 2)
+        torch.testing.assert_close(got[k], ref, atol=1e-5, rtol=0)
+        if sig[k] > 0.5:        # detail removed: neighbouring pixels differ less
+            assert got[k].diff(dim=-1).abs().mean() < 0.7 * x[k].diff(dim=-1).abs().mean()
+    flat = torch.full((2, 3, 21, 26), 0.3)
+    torch.testing.assert_close(gaussian_blur(flat, 3.0, torch.Generator()), flat, atol=1e-6, rtol=0)
+    assert torch.equal(gaussian_blur(x, 0.0, torch.Generator()), x)
+    for bad in (-0.5, 9.0, float("nan")):
+        with pytest.raises(ValueError, match="blur"):
+            gaussian_blur(x, bad, torch.Generator())
+    with pytest.raises(ValueError, match="wider"):        # a kernel wider than the crop
+        gaussian_blur(x, 7.0, torch.Generator())
+
+
+def test_samplers_blur_crops_not_targets(bank):
+    """blur softens the crops (less neighbour-to-neighbour variation) and leaves windows and
+    targets as they were; off by default, so runs without it repeat as before."""
+    for make in (lambda s: LocalizerSampler(bank, 3, 48, d=8, blur=s),
+                 lambda s: ClassifierSampler(bank, 32, blur=s)):
+        a = make(0.0).sample(8, torch.Generator().manual_seed(3))
+        b = make(2.0).sample(8, torch.Generator().manual_seed(3))
+        assert torch.equal(a["y"], b["y"]) and torch.equal(a["img_idx"], b["img_idx"])
+        assert b["x"].diff(dim=-1).abs().mean() < a["x"].diff(dim=-1).abs().mean()
+        assert b["x"].min() >= 0 and b["x"].max() <= 1
+    with pytest.raises(ValueError, match="blur"):
+        ClassifierSampler(bank, 32, blur=-1)
 
 
 def test_crop_matches_manual_resize(bank):

@@ -23,10 +23,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from live_page import (CONTROLS_JS, SET_JS, SIGNATURE_JS, html_live, notebook_live, pr_results,
-                       write_state_page)
+from live_page import CONTROLS_JS, SET_JS, SIGNATURE_JS, html_live, notebook_live, pr_results
 from browser import require_browser
-from maskpaint_page import ROOT, write_page
+from maskpaint_page import ROOT, write_page, write_state_page
 
 playwright_api = require_browser("the live widgets' browser tests")
 

@@ -93,6 +93,34 @@ def test_results_file_rows_replace_and_summary(tmp_path):
     assert "DetectorNet (tiny, conv mask head), jitter | 15 min | **0.900**" in race.markdown_table(data)
 
 
+def test_trial_scores_by_hand():
+    """Two people in one image; detections ranked: person A (hit), nothing (miss), person B (hit).
+    Precision/recall steps (1, 1/2), (1/2, 1/2), (2/3, 1): all-point AP = 1/2 · 1 + 1/2 · 2/3 =
+    5/6; VOC07 11-point: recall 0-0.5 (6 points) reach precision 1, recall 0.6-1 (5 points) 2/3,
+    (6 + 5 · 2/3) / 11 = 28/33."""
+    gts = {"val": [{"boxes": torch.tensor([[0.0, 0, 10, 20], [20, 0, 30, 20]]),
+                    "labels": torch.tensor([1, 1])}, {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]}
+    dets = [{"boxes": [[0, 0, 10, 20], [50, 50, 60, 70], [21, 0, 30, 20]], "scores": [0.9, 0.8, 0.7],
+             "labels": [1, 1, 1]}, {"boxes": [], "scores": [], "labels": []}]
+    row = {"detector": "detectornet", "variant": "v", "budget_min": 45, "seed": 0, "eval_split": "val",
+           "steps": 100, "ap50_voc07": 0.5, "detections": dets, "eval_images": 2}
+    (s,) = race.trial_scores({"runs": [row]}, gts)
+    assert s["ap_all"] == pytest.approx(5 / 6) and s["ap_voc07"] == pytest.approx(28 / 33)
+    assert (s["found"], s["people"], s["fp"], s["recorded"]) == (2, 2, 1, 0.5)
+    # a second seed: one detection, on A; the table shows both runs and their mean
+    row1 = dict(row, seed=1, detections=[dict(dets[0], boxes=dets[0]["boxes"][:1], scores=[0.9],
+                                               labels=[1]), dets[1]])
+    sc = race.trial_scores({"runs": [row, row1]}, gts)
+    assert sc[1]["ap_all"] == pytest.approx(0.5) and sc[1]["found"] == 1 and sc[1]["fp"] == 0
+    table = race.trials_table(sc)
+    assert "| v | 45 min | 0 | 100 | 0.848 | 0.833 | 2 / 2 | 1 |" in table
+    assert "| v, mean | 45 min | 2 seeds | 100 | " in table and "| 0.667 | 1.5 / 2 | 0.5 |" in table
+    with pytest.raises(ValueError, match="no ground truth given for split 'test'"):
+        race.trial_scores({"runs": [dict(row, eval_split="test")]}, gts)
+    with pytest.raises(ValueError, match="detections for 2 images, val has 1"):
+        race.trial_scores({"runs": [dict(row, eval_images=1)]}, gts)
+
+
 def test_run_rejects_bad_options():
     with pytest.raises(ValueError, match="detector must be one of"):
         race.run("yolo", 1)
@@ -126,6 +154,7 @@ def test_race_command_records_a_run(tmp_path, detector):
     assert r["steps"] >= 1 and r["train_s"] >= 1.8 and 0 <= r["ap50_voc07"] <= 1
     assert len(r["detections"]) == 2 and r["command"].startswith("python -m dnnod.studies.race run")
     assert r["torch_threads"] == 1 and r["params"] > 100_000
+    race.main(["trials", "--results", str(out)])        # scores the row again (its 2 images)
 
 
 def test_race_figure_draws_every_seed():

@@ -113,6 +113,8 @@ def test_bad_options(tmp_path):
         train(TrainConfig.from_argv(TINY + ["--out", str(tmp_path / "x"), "--epochs", "0"]))
     with pytest.raises(ValueError, match="--color-jitter"):
         train(TrainConfig.from_argv(TINY + ["--out", str(tmp_path / "x"), "--color-jitter", "1"]))
+    with pytest.raises(ValueError, match="--blur"):
+        train(TrainConfig.from_argv(TINY + ["--out", str(tmp_path / "x"), "--blur", "-1"]))
     with pytest.raises(ValueError, match="unknown training option"):
         train(TrainConfig.from_argv(TINY + ["--out", str(tmp_path / "x")]), nonsense=1)
     # resuming with another architecture is refused with a clear message

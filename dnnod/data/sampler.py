@@ -8,7 +8,10 @@ class); crop width uniform in ``[min_scale · W, W]``, crop shape = the image's 
 sample is the crop resized to the network input plus its Eq. 1 mask targets for every class.
 Horizontal flips [ours] flip the crop and the targets (columns reversed, left <-> right swapped),
 which equals computing the targets after flipping. Colour jitter [ours, off by default]
-(``jitter``, :func:`color_jitter`) varies brightness, contrast and saturation per crop.
+(``jitter``, :func:`color_jitter`) varies brightness, contrast and saturation per crop, and
+blur [ours, off by default] (``blur``, :func:`gaussian_blur`) softens each crop by a random amount,
+as if the photo had had fewer pixels: a window cut from a small photo is upsampled to the network
+input (soft), the same window from a phone photo is downsampled (sharp).
 
 Classifier (paper Sec. 5.2): boxes with IoU < 0.2 with every object are background (label 0),
 boxes with IoU >= 0.6 with some object take that object's label; the same 60/40 split.
@@ -20,14 +23,17 @@ data-bound. Each batch is a pure function of a ``torch.Generator``, which makes 
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torchvision.ops import box_iou, roi_align
 
 from ..masks import MASK_TYPES, mask_targets_batch
 
-__all__ = ["ImageBank", "LocalizerSampler", "ClassifierSampler", "flip_targets", "color_jitter"]
+__all__ = ["ImageBank", "LocalizerSampler", "ClassifierSampler", "flip_targets", "color_jitter",
+           "gaussian_blur"]
 
 _LEFT, _RIGHT = MASK_TYPES.index("left"), MASK_TYPES.index("right")
 
@@ -123,6 +129,35 @@ def color_jitter(x: torch.Tensor, strength: float, g: torch.Generator) -> torch.
     return x
 
 
+def _check_blur(sigma_max: float) -> None:
+    if not (0 <= sigma_max <= 8):       # also rejects NaN
+        raise ValueError(f"blur (largest Gaussian sigma, network-input pixels) must be in [0, 8]; "
+                         f"got {sigma_max}")
+
+
+def gaussian_blur(x: torch.Tensor, sigma_max: float, g: torch.Generator) -> torch.Tensor:
+    """Blur augmentation (ours; the paper names none): each crop of ``x [B, 3, H, W]`` is blurred
+    by a Gaussian whose sigma (in pixels of ``x``) is drawn uniformly from ``[0, sigma_max]`` —
+    what torchvision's ``gaussian_blur`` does with kernel size ``2·ceil(3·sigma_max) + 1`` and
+    reflected borders, but for all crops at once (one grouped separable convolution, a kernel per
+    crop). Sigma 0 leaves a crop as it is; the targets do not change. Draws come from ``g``."""
+    _check_blur(sigma_max)
+    B, Cc, H, W = x.shape
+    r = math.ceil(3 * sigma_max)
+    if r >= min(H, W):
+        raise ValueError(f"blur {sigma_max} needs crops wider than {r} px; got {H}x{W}")
+    sigma = sigma_max * torch.rand(B, generator=g)
+    if r == 0:
+        return x
+    t = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (t[None] / sigma.clamp(min=1e-6)[:, None]) ** 2)      # [B, 2r+1]
+    k = (k / k.sum(1, keepdim=True)).to(x.dtype).repeat_interleave(Cc, 0)      # a kernel per channel
+    y = F.pad(x.reshape(1, B * Cc, H, W), (r, r, r, r), mode="reflect")
+    y = F.conv2d(y, k.view(B * Cc, 1, 1, -1), groups=B * Cc)                    # rows
+    y = F.conv2d(y, k.view(B * Cc, 1, -1, 1), groups=B * Cc)                    # columns
+    return y.view(B, Cc, H, W)
+
+
 def _inter_area(windows: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """windows ``[B, K, 4]``, boxes ``[B, M, 4]`` -> intersection areas ``[B, K, M]``."""
     lt = torch.maximum(windows[:, :, None, :2], boxes[:, None, :, :2])
@@ -137,12 +172,13 @@ SCALE_DISTS = ("uniform", "log")
 class LocalizerSampler:
     """Localizer batches (paper Sec. 4): ``(windows [B, 3, S, S] float in [0, 1],
     targets [B, C, 5, d, d])``, with ``pos_fraction`` positives; ``jitter`` > 0 adds
-    :func:`color_jitter` of that strength to the crops."""
+    :func:`color_jitter` of that strength to the crops, ``blur`` > 0 :func:`gaussian_blur` with
+    sigmas up to ``blur`` network-input pixels."""
 
     def __init__(self, bank: ImageBank, num_classes: int, input_size: int, d: int = 24,
                  min_scale: float = 0.1, pos_fraction: float = 0.4, min_cover: float = 0.8,
                  flip: bool = True, candidates: int = 48, scale_dist: str = "uniform",
-                 jitter: float = 0.0) -> None:
+                 jitter: float = 0.0, blur: float = 0.0) -> None:
         if not 0 < min_scale <= 1:
             raise ValueError(f"min_scale must be in (0, 1]; got {min_scale}")
         if scale_dist not in SCALE_DISTS:
@@ -154,7 +190,8 @@ class LocalizerSampler:
         self.min_scale, self.pos_fraction, self.min_cover = min_scale, pos_fraction, min_cover
         self.flip, self.K = flip, candidates
         _check_jitter(jitter)
-        self.jitter = jitter
+        _check_blur(blur)
+        self.jitter, self.blur = jitter, blur
         has = torch.stack([(bank.labels == c + 1).any(1) for c in range(num_classes)], 1)  # [N, C]
         if not has.any():
             raise ValueError("no training image contains an object of any class")
@@ -259,6 +296,8 @@ class LocalizerSampler:
             y[f] = flip_targets(y[f])
         if self.jitter > 0:         # drawn only when asked, so runs without it repeat as before
             x = color_jitter(x, self.jitter, g)
+        if self.blur > 0:           # likewise, and after the jitter's draws
+            x = gaussian_blur(x, self.blur, g)
         return {"x": x, "y": y, "positive": pos, "img_idx": img_idx, "windows": wins}
 
 
@@ -269,9 +308,10 @@ class ClassifierSampler:
 
     def __init__(self, bank: ImageBank, input_size: int, pos_fraction: float = 0.4,
                  pos_iou: float = 0.6, neg_iou: float = 0.2, flip: bool = True, candidates: int = 32,
-                 jitter: float = 0.0) -> None:
+                 jitter: float = 0.0, blur: float = 0.0) -> None:
         _check_jitter(jitter)
-        self.jitter = jitter
+        _check_blur(blur)
+        self.jitter, self.blur = jitter, blur
         self.bank, self.S, self.pos_fraction = bank, input_size, pos_fraction
         self.pos_iou, self.neg_iou, self.flip, self.K = pos_iou, neg_iou, flip, candidates
         self.n_obj = (bank.labels > 0).sum(1)
@@ -346,4 +386,6 @@ class ClassifierSampler:
             x[f] = x[f].flip(-1)
         if self.jitter > 0:
             x = color_jitter(x, self.jitter, g)
+        if self.blur > 0:
+            x = gaussian_blur(x, self.blur, g)
         return {"x": x, "y": y, "img_idx": img_idx, "boxes": out}

@@ -25,9 +25,13 @@ the budget, gradient clipping at norm 10, batch 2, horizontal flips (p = 0.5), i
 Recipe trials (``dnnod/weights/README.md``) use the same command on the ``fit``/``val`` split of the
 training images, with a name and the training options that change, e.g.::
 
-    python -m dnnod.studies.race run --detector detectornet --budget-min 45 --seed 0 --threads 2 \
-        --train-split fit --eval-split val --variant jitter03 --train-args "--color-jitter 0.3" \
+    python -m dnnod.studies.race run --detector detectornet --budget-min 45 --seed 0 --threads 2 \\
+        --train-split fit --eval-split val --variant jitter03 --train-args "--color-jitter 0.3" \\
         --results runs/trials/pennfudan_val.json
+
+and are compared with ``python -m dnnod.studies.race trials --results runs/trials/pennfudan_val.json``
+(every row scored again from its stored detections: VOC07 and all-point AP, people found, false
+positives).
 """
 from __future__ import annotations
 
@@ -266,6 +270,54 @@ def markdown_table(data: Dict[str, Any]) -> str:
     return head + "\n".join(rows)
 
 
+def trial_scores(data: Dict[str, Any], ground_truths: Dict[str, List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
+    """Every row's stored detections scored again against the ground truth of the split it was
+    evaluated on (``ground_truths[split]``, one dict per image): the recorded AP@0.5 (VOC07
+    11-point), the all-point AP (every recall step counts: finer than 11 points when a choice
+    turns on one or two people), the people found (true positives over all detections), the people
+    and the false positives. Recipe trials are compared on these (dnnod/weights/README.md)."""
+    from ..evaluate import evaluate_detections
+    from ..viz.compare import detections_from_json
+    out = []
+    for r in data["runs"]:
+        split = r.get("eval_split", "test")
+        if split not in ground_truths:
+            raise ValueError(f"no ground truth given for split {split!r} (row {r['detector']}, "
+                             f"{r.get('variant', '')!r}, seed {r['seed']})")
+        gts = ground_truths[split][: int(r.get("eval_images", len(ground_truths[split])))]  # --eval-limit: the first N
+        dets = detections_from_json(r["detections"])
+        if len(dets) != len(gts):
+            raise ValueError(f"row {r.get('variant', '')!r} seed {r['seed']}: detections for "
+                             f"{len(dets)} images, {split} has {len(gts)}")
+        e07 = evaluate_detections(dets, gts, labels=[1])
+        eall = evaluate_detections(dets, gts, labels=[1], use_07_metric=False)
+        out.append({"detector": r["detector"], "variant": r.get("variant", ""),
+                    "budget_min": float(r["budget_min"]), "seed": int(r["seed"]), "split": split,
+                    "steps": int(r["steps"]), "recorded": float(r["ap50_voc07"]),
+                    "ap_voc07": float(e07["ap"][1]), "ap_all": float(eall["ap"][1]),
+                    "found": int(e07["tp"][1]), "people": int(e07["npos"][1]), "fp": int(e07["fp"][1])})
+    return out
+
+
+def trials_table(scores: List[Dict[str, Any]]) -> str:
+    """The rows of :func:`trial_scores` as a Markdown table, a row per run and, for variants with
+    two seeds or more, their mean."""
+    head = ("| variant | budget | seed | steps | AP@0.5 VOC07 | AP@0.5 all-point | found / people "
+            "| false positives |\n|---|---|---|---|---|---|---|---|\n")
+    rows, groups = [], {}
+    for s in sorted(scores, key=lambda s: (s["variant"], s["budget_min"], s["seed"])):
+        rows.append(f"| {s['variant'] or '(recipe)'} | {s['budget_min']:g} min | {s['seed']} | {s['steps']} "
+                    f"| {s['ap_voc07']:.3f} | {s['ap_all']:.3f} | {s['found']} / {s['people']} | {s['fp']} |")
+        groups.setdefault((s["variant"], s["budget_min"]), []).append(s)
+    for (var, b), g in sorted(groups.items()):
+        if len(g) > 1:
+            mean = lambda k: float(np.mean([s[k] for s in g]))  # noqa: E731
+            rows.append(f"| {var or '(recipe)'}, mean | {b:g} min | {len(g)} seeds | {mean('steps'):.0f} "
+                        f"| {mean('ap_voc07'):.3f} | {mean('ap_all'):.3f} "
+                        f"| {mean('found'):.1f} / {g[0]['people']} | {mean('fp'):.1f} |")
+    return head + "\n".join(rows)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m dnnod.studies.race", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -284,7 +336,22 @@ def main(argv=None) -> None:
     r.add_argument("--train-args", default="",
                    help='DetectorNet training options added to the recipe, e.g. "--color-jitter 0.3"')
     r.add_argument("--results", required=True, help="JSON file the row is added to")
+    t = sub.add_parser("trials", help="score every row's stored detections again: VOC07 and "
+                                      "all-point AP, people found, false positives")
+    t.add_argument("--results", required=True, help="a JSON file of rows (e.g. runs/trials/pennfudan_val.json)")
+    t.add_argument("--root", default=None, help="Penn-Fudan folder (default: $DNNOD_DATA/PennFudanPed)")
     a = p.parse_args(argv)
+    if a.cmd == "trials":
+        path = Path(a.results)
+        if not path.is_file():
+            raise SystemExit(f"error: no results file {path}")
+        data = json.loads(path.read_text())
+        gts = {}
+        for split in sorted({r.get("eval_split", "test") for r in data["runs"]}):
+            ds = PennFudanDataset(a.root, split=split)
+            gts[split] = [ds.target(i) for i in range(len(ds))]
+        print(trials_table(trial_scores(data, gts)))
+        return
     # shlex.join: a --train-args value keeps its quotes, so the recorded command runs as typed
     command = "python -m dnnod.studies.race " + shlex.join(argv if argv is not None else sys.argv[1:])
     row = run(a.detector, a.budget_min, a.seed, a.threads, a.root, a.runs, a.eval_limit,
