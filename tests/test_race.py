@@ -195,3 +195,23 @@ def test_perfect_mask_ceiling_counts_what_union_masks_hide():
     ((j, best, other),) = nested["missed"][0]
     assert j == 1 and best < 0.5 and other == pytest.approx(1.0)       # wholly inside the other
     assert nested["ap"] == pytest.approx(6 / 11)
+
+
+@needs_pf
+def test_weights_readme_trial_table_is_the_recorded_trials():
+    """The recipe trials of dnnod/weights/README.md are the recorded rows scored again: every row
+    of ``python -m dnnod.studies.race trials`` on the committed file is in the README, and every
+    row recorded its own AP (the stored detections give the recorded number back)."""
+    from pathlib import Path
+    from dnnod.data.datasets import PennFudanDataset
+    pkg = Path(race.__file__).resolve().parents[1]
+    data = json.loads((pkg / "studies" / "results" / "pennfudan_trials.json").read_text())
+    assert {r["eval_split"] for r in data["runs"]} == {"val"}          # choices made on val only
+    ds = PennFudanDataset(split="val")
+    scores = race.trial_scores(data, {"val": [ds.target(i) for i in range(len(ds))]})
+    for s in scores:
+        assert s["ap_voc07"] == pytest.approx(s["recorded"], abs=1e-9)
+    readme = (pkg / "weights" / "README.md").read_text()
+    rows = [l for l in race.trials_table(scores).splitlines() if l.startswith("| ") and "---" not in l]
+    missing = [l for l in rows if l not in readme]
+    assert not missing, "dnnod/weights/README.md lacks trial rows:\n" + "\n".join(missing)
