@@ -43,7 +43,7 @@ from .data import make_dataset
 from .classifier import BoxClassifier, make_box_classifier  # noqa: F401 (re-exported)
 from .loss import DEFAULT_LAMBDA, mask_loss
 from .net import HEAD_NORMS, HEADS, DetectorNet
-from .data.sampler import SCALE_DISTS, ClassifierSampler, ImageBank, LocalizerSampler
+from .data.sampler import BLUR_MAX, SCALE_DISTS, ClassifierSampler, ImageBank, LocalizerSampler
 
 __all__ = ["TrainConfig", "build_parser", "train", "main", "load_data", "build_model", "train_step",
            "validate", "make_checkpoint", "BoxClassifier", "make_box_classifier"]
@@ -139,8 +139,8 @@ class TrainConfig:
             raise ValueError(f"--lam must be >= 0; got {self.lam}")
         if not 0 <= self.color_jitter < 1:
             raise ValueError(f"--color-jitter must be in [0, 1); got {self.color_jitter}")
-        if not 0 <= self.blur <= 8:
-            raise ValueError(f"--blur must be in [0, 8] (network-input pixels); got {self.blur}")
+        if not 0 <= self.blur <= BLUR_MAX:
+            raise ValueError(f"--blur must be in [0, {BLUR_MAX:g}] (network-input pixels); got {self.blur}")
         if self.budget_s is not None and not (math.isfinite(self.budget_s) and self.budget_s > 0):
             raise ValueError(f"--budget-s must be a positive number of seconds; got {self.budget_s}")
         if self.data_seed is not None and self.data != "shapes":

@@ -129,9 +129,13 @@ def color_jitter(x: torch.Tensor, strength: float, g: torch.Generator) -> torch.
     return x
 
 
+#: Largest blur sigma accepted (network-input pixels; beyond it a 225 px crop is a smear).
+BLUR_MAX = 8.0
+
+
 def _check_blur(sigma_max: float) -> None:
-    if not (0 <= sigma_max <= 8):       # also rejects NaN
-        raise ValueError(f"blur (largest Gaussian sigma, network-input pixels) must be in [0, 8]; "
+    if not (0 <= sigma_max <= BLUR_MAX):       # also rejects NaN
+        raise ValueError(f"blur (largest Gaussian sigma, network-input pixels) must be in [0, {BLUR_MAX:g}]; "
                          f"got {sigma_max}")
 
 

@@ -270,6 +270,16 @@ def markdown_table(data: Dict[str, Any]) -> str:
     return head + "\n".join(rows)
 
 
+def ground_truths(data: Dict[str, Any], root=None) -> Dict[str, List[Dict[str, Any]]]:
+    """The Penn-Fudan targets of every split the rows of ``data`` were evaluated on, for
+    :func:`trial_scores`."""
+    out = {}
+    for split in sorted({r.get("eval_split", "test") for r in data["runs"]}):
+        ds = PennFudanDataset(root, split=split)
+        out[split] = [ds.target(i) for i in range(len(ds))]
+    return out
+
+
 def trial_scores(data: Dict[str, Any], ground_truths: Dict[str, List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
     """Every row's stored detections scored again against the ground truth of the split it was
     evaluated on (``ground_truths[split]``, one dict per image): the recorded AP@0.5 (VOC07
@@ -346,11 +356,7 @@ def main(argv=None) -> None:
         if not path.is_file():
             raise SystemExit(f"error: no results file {path}")
         data = json.loads(path.read_text())
-        gts = {}
-        for split in sorted({r.get("eval_split", "test") for r in data["runs"]}):
-            ds = PennFudanDataset(a.root, split=split)
-            gts[split] = [ds.target(i) for i in range(len(ds))]
-        print(trials_table(trial_scores(data, gts)))
+        print(trials_table(trial_scores(data, ground_truths(data, a.root))))
         return
     # shlex.join: a --train-args value keeps its quotes, so the recorded command runs as typed
     command = "python -m dnnod.studies.race " + shlex.join(argv if argv is not None else sys.argv[1:])
