@@ -356,6 +356,11 @@ def build_model(cfg: TrainConfig, data: TrainData):
                                      flip=training and not cfg.no_flip,
                                      jitter=cfg.color_jitter if training else 0.0,
                                      blur=cfg.blur if training else 0.0)
+    # What the checkpoint will carry, on the model itself: the per-epoch AP and a caller of
+    # train() then run detect with the k-means candidate shapes (Sec. 5.2), as a model loaded
+    # from model.pt does, not with the generic DEFAULT_ASPECT_RATIOS.
+    model.class_names = list(data.class_names)
+    model.aspect_ratios = [float(a) for a in data.aspect_ratios]
     # validation windows are neither flipped, jittered nor blurred: the same batches at every epoch
     return model, sampler(data.bank, True), sampler(data.val_bank, False)
 
@@ -441,7 +446,8 @@ def train(config: Optional[TrainConfig] = None, **changes) -> Dict[str, Any]:
     change fields of it (or make the whole config: ``train(out="runs/x", epochs=2)``).
 
     Returns a summary dict: steps, whether it stopped early, wall time, the run folder, final
-    loss, per-epoch validation rows and the trained ``model``.
+    loss, per-epoch validation rows and the trained ``model`` (with the ``class_names`` and
+    k-means ``aspect_ratios`` of its checkpoint, as :func:`dnnod.checkpoint.load_checkpoint` sets them).
     """
     if config is not None and not isinstance(config, TrainConfig):
         raise TypeError(f"train() takes a TrainConfig (TrainConfig.from_argv(argv) for a command "
