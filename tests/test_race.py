@@ -197,6 +197,23 @@ def test_perfect_mask_ceiling_counts_what_union_masks_hide():
     assert nested["ap"] == pytest.approx(6 / 11)
 
 
+def test_network_settings_ap_scores_the_given_network():
+    """``network_ap`` runs one network on every photo: a "network" that knows only the first of
+    two people apart (the perfect masks of that box alone) finds one of two in each of two
+    photos, at precision 1, so recall stops at 1/2 and the 11-point AP is 6/11; the person it
+    does not know is reported missed, with no other box covering it."""
+    from dnnod.predict import GroundTruthPredictor
+    from dnnod.studies.ceiling import network_ap
+    img = torch.full((3, 192, 192), 200, dtype=torch.uint8)
+    boxes = torch.tensor([[20., 20, 70, 150], [110, 30, 170, 170]])
+    item = (img, {"boxes": boxes, "labels": torch.ones(2, dtype=torch.long)})
+    knows_one = GroundTruthPredictor(boxes[:1], torch.ones(1, dtype=torch.long), num_classes=1)
+    r = network_ap(knows_one, [item, item])
+    assert r["tp"] == 2 and r["npos"] == 4 and r["ap"] == pytest.approx(6 / 11)
+    assert [[j for j, _, _ in m] for m in r["missed"]] == [[1], [1]]
+    assert all(other == 0 for m in r["missed"] for _, _, other in m)
+
+
 @needs_pf
 def test_weights_readme_trial_table_is_the_recorded_trials():
     """The recipe trials of dnnod/weights/README.md are the recorded rows scored again: every row
