@@ -1,8 +1,6 @@
 """Datasets, data root, downloads (offline paths only) and the paper's window samplers."""
 import io
-import os
 import urllib.error
-import warnings
 from pathlib import Path
 
 import numpy as np

@@ -280,9 +280,9 @@ def ground_truths(data: Dict[str, Any], root=None) -> Dict[str, List[Dict[str, A
     return out
 
 
-def trial_scores(data: Dict[str, Any], ground_truths: Dict[str, List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
+def trial_scores(data: Dict[str, Any], truths: Dict[str, List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
     """Every row's stored detections scored again against the ground truth of the split it was
-    evaluated on (``ground_truths[split]``, one dict per image): the recorded AP@0.5 (VOC07
+    evaluated on (``truths[split]``, one dict per image): the recorded AP@0.5 (VOC07
     11-point), the all-point AP (every recall step counts: finer than 11 points when a choice
     turns on one or two people), the people found (true positives over all detections), the people
     and the false positives. Recipe trials are compared on these (dnnod/weights/README.md)."""
@@ -291,10 +291,10 @@ def trial_scores(data: Dict[str, Any], ground_truths: Dict[str, List[Dict[str, A
     out = []
     for r in data["runs"]:
         split = r.get("eval_split", "test")
-        if split not in ground_truths:
+        if split not in truths:
             raise ValueError(f"no ground truth given for split {split!r} (row {r['detector']}, "
                              f"{r.get('variant', '')!r}, seed {r['seed']})")
-        gts = ground_truths[split][: int(r.get("eval_images", len(ground_truths[split])))]  # --eval-limit: the first N
+        gts = truths[split][: int(r.get("eval_images", len(truths[split])))]  # --eval-limit: the first N
         dets = detections_from_json(r["detections"])
         if len(dets) != len(gts):
             raise ValueError(f"row {r.get('variant', '')!r} seed {r['seed']}: detections for "
