@@ -155,6 +155,17 @@ def test_race_command_records_a_run(tmp_path, detector):
     assert len(r["detections"]) == 2 and r["command"].startswith("python -m dnnod.studies.race run")
     assert r["torch_threads"] == 1 and r["params"] > 100_000
     race.main(["trials", "--results", str(out)])        # scores the row again (its 2 images)
+    if detector == "detectornet":
+        # rescore evaluates the row's checkpoint again: the run evaluated that same file, so the
+        # numbers come back; what the row held before is kept under first_evaluation
+        data = json.loads(out.read_text())
+        data["runs"][0].update(ap50_voc07=-1.0, detections=[])
+        out.write_text(json.dumps(data))
+        race.main(["rescore", "--results", str(out), "--threads", "1"])
+        (s,) = json.loads(out.read_text())["runs"]
+        assert s["ap50_voc07"] == r["ap50_voc07"] and s["detections"] == r["detections"]
+        assert s["first_evaluation"]["ap50_voc07"] == -1.0 and s["eval_images"] == 2
+        assert s["evaluation"]["command"].startswith("python -m dnnod.studies.race rescore")
 
 
 def test_race_figure_draws_every_seed():
