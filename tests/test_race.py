@@ -241,3 +241,21 @@ def test_weights_readme_trial_table_is_the_recorded_trials():
     rows = [l for l in race.trials_table(scores).splitlines() if l.startswith("| ") and "---" not in l]
     missing = [l for l in rows if l not in readme]
     assert not missing, "dnnod/weights/README.md lacks trial rows:\n" + "\n".join(missing)
+
+
+def test_records_name_a_dirty_checkout(tmp_path):
+    """A study row's commit says when tracked files differed from it (the code that ran was not
+    that commit's); untracked files (run folders) do not count; outside git there is no commit."""
+    import subprocess
+    from dnnod.studies._records import git_commit
+    assert git_commit(tmp_path) is None
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run(git + ["init", "-q"], check=True)
+    (tmp_path / "a.py").write_text("x = 1\n")
+    subprocess.run(git + ["add", "a.py"], check=True)
+    subprocess.run(git + ["commit", "-qm", "a"], check=True)
+    head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    (tmp_path / "run.log").write_text("untracked\n")
+    assert git_commit(tmp_path) == head
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == head + "-dirty"
