@@ -154,9 +154,9 @@ def train_detectornet_budget(budget_s: float, seed: int = 0, root: Optional[str]
                              runs: str = "runs/race", extra: Optional[List[str]] = None,
                              eval_limit: Optional[int] = None, variant: str = "") -> Dict[str, Any]:
     """Train DetectorNet with :data:`DETECTORNET_ARGS`, ``extra`` training options and
-    ``--budget-s budget_s`` (``dnnod.train``), then evaluate with ``dnnod.assess.evaluate_model``
-    (``detect``'s defaults) on ``eval_split``. The run folder is named by variant, split, budget
-    and seed, so trials do not overwrite one another."""
+    ``--budget-s budget_s`` (``dnnod.train``), then evaluate the saved ``model.pt`` (with the
+    k-means aspect ratios it carries) on ``eval_split`` (:func:`evaluate_detectornet`). The run
+    folder is named by variant, split, budget and seed, so trials do not overwrite one another."""
     from ..train import TrainConfig, train
     tag = "".join(f"{v}_" for v in (variant, "" if train_split == "train" else train_split) if v)
     out = Path(runs) / f"detectornet_{tag}{budget_s:g}s_s{seed}"
