@@ -13,9 +13,10 @@ import torch
 
 from .classifier import make_box_classifier
 from .image import ImageLike, ImagePyramid, load_image, load_pyramid
-from .localize import (box_scores, DEFAULT_ASPECT_RATIOS, DEFAULT_SURROUND, NMS_MODES,
+from .localize import (box_scores, DEFAULT_ASPECT_RATIOS, DEFAULT_SURROUND,
                        extract_boxes_batch, make_lattice)
-from .multiscale import merge_masks, network_scale, scale_windows, working_stride
+from .localize.nms import DETECT_NMS_MODES, EXPLAIN
+from .multiscale import combine_scales, merge_masks, network_scale, scale_windows, working_stride
 from .predict import NetPredictor
 from .refine import MIN_IOU, final_nms, refine_boxes
 
@@ -113,6 +114,10 @@ def detect(predictor_or_model, image: ImageLike, *, scales: int = 3, refine: boo
     (the paper: 5).
     nms_iou: overlap of the per-scale NMS (Sec. 5.2). final_nms_iou: overlap of the final
     per-class NMS over all scales (ours), default :data:`FINAL_NMS_IOU`; None: ``nms_iou``.
+    nms_mode: ``"dpm"`` (default), ``"iou"``, or ``"explain"`` (ours): a box is suppressed when
+    the kept boxes explain more than the overlap of its mask support
+    (:func:`dnnod.localize.nms.explained_fraction`), measured per scale on that scale's merged
+    masks and, in the final suppression, on all scales' masks (:func:`dnnod.multiscale.combine_scales`).
     rescore: the final score of a refined box (ours, the paper gives none): ``"image"`` (default)
     the mean of its Eq. 3 score on the refinement crop's masks and on the image-level merged
     masks of the scale that proposed it; ``"crop"`` the crop's Eq. 3 score alone.
@@ -128,8 +133,8 @@ def detect(predictor_or_model, image: ImageLike, *, scales: int = 3, refine: boo
     (and ``refine_crops`` / ``refine_masks`` when refining).
     """
     pred = as_predictor(predictor_or_model, device)
-    if nms_mode not in NMS_MODES:
-        raise ValueError(f"nms_mode must be one of {NMS_MODES}; got {nms_mode!r}")
+    if nms_mode not in DETECT_NMS_MODES:
+        raise ValueError(f"nms_mode must be one of {DETECT_NMS_MODES}; got {nms_mode!r}")
     if rescore not in RESCORE_MODES:
         raise ValueError(f"rescore must be one of {RESCORE_MODES}; got {rescore!r}")
     if final_nms_iou is None:
@@ -188,11 +193,14 @@ def detect(predictor_or_model, image: ImageLike, *, scales: int = 3, refine: boo
         cands_nms.append(per_n)
         cand_nms_s.append(per_ns)
     boxes1, scores1, labels1 = torch.cat(b1), torch.cat(s1), torch.cat(l1)
+    # Mode "explain" (ours): the final suppression measures support on all scales' masks.
+    fin = {"masks": combine_scales(merged), "region": torch.tensor(region, dtype=torch.float64)} \
+        if nms_mode == EXPLAIN else {}
     extra: Dict = {}
     if refine and len(boxes1):
         res = refine_boxes(pred, img, boxes1, labels1, aspect_ratios, factor=refine_factor,
                            stride=stride, surround=surround, nms_iou=nms_iou,
-                           nms_mode=nms_mode, apply_nms=False, crop_aspect=crop_aspect,
+                           nms_mode="dpm" if nms_mode == EXPLAIN else nms_mode, apply_nms=False, crop_aspect=crop_aspect,
                            min_iou=refine_min_iou,
                            return_all=True)
         rb, rs = res[3]["boxes_refined"], res[3]["scores_refined"]
@@ -211,12 +219,12 @@ def detect(predictor_or_model, image: ImageLike, *, scales: int = 3, refine: boo
                         b = rb[sel].double().clamp(min=0).minimum(lim)
                         img_s[sel] = box_scores(m[c], b, region, surround=surround).to(rs.dtype)
             rs = (rs + img_s) / 2
-        keep = final_nms(rb, rs, labels1, final_nms_iou, nms_mode)
+        keep = final_nms(rb, rs, labels1, final_nms_iou, nms_mode, **fin)
         boxes, scores, labels = rb[keep], rs[keep], labels1[keep]
         if return_intermediates:
             extra = {"refine_crops": res[3]["crops"], "refine_masks": res[3]["crop_masks"]}
     else:
-        keep = final_nms(boxes1, scores1, labels1, final_nms_iou, nms_mode)
+        keep = final_nms(boxes1, scores1, labels1, final_nms_iou, nms_mode, **fin)
         boxes, scores, labels = boxes1[keep], scores1[keep], labels1[keep]
     out = {"boxes": boxes.float().reshape(-1, 4), "scores": scores.float(),
            "labels": labels.long()}

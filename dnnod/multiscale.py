@@ -114,6 +114,23 @@ def merge_masks(window_masks: torch.Tensor, windows, image_size: Tuple[float, fl
     return out
 
 
+def combine_scales(merged) -> torch.Tensor:
+    """The merged masks of all scales ``[C, 5, Dy_s, Dx_s]`` (each covering the whole image) on
+    the finest scale's grid, averaged (ours: the image-level masks that the final suppression of
+    :func:`dnnod.detect.detect` in mode ``"explain"`` measures support on). A coarser grid is
+    resampled with ``interpolate(mode="area")``: each fine cell takes the mean of the coarse cells
+    it overlaps."""
+    merged = list(merged)
+    if not merged:
+        raise ValueError("combine_scales needs the merged masks of at least one scale")
+    Dy = max(int(m.shape[-2]) for m in merged)
+    Dx = max(int(m.shape[-1]) for m in merged)
+    up = [m if tuple(m.shape[-2:]) == (Dy, Dx) else
+          torch.nn.functional.interpolate(m.float(), size=(Dy, Dx), mode="area").to(m.dtype)
+          for m in merged]
+    return torch.stack(up).mean(0)
+
+
 # ----------------------------------------------------------------------------- image size
 #: Long side (px) of the working resolution of the box search (ours). The candidate lattice of a
 #: larger image is that of the image scaled to this size — the stride grows with the image, so the

@@ -26,6 +26,7 @@ import torchvision
 from ._validate import BoxesLike, _check_image_size, as_boxes, serial
 from .image import ImageLike, ImagePyramid, load_image, image_size as _image_size
 from .localize import (DEFAULT_SURROUND, NMS_MODES, box_scores, concat_lattices, make_lattice, nms)
+from .localize.nms import EXPLAIN
 from .localize.lattice import _score_lattice
 
 
@@ -81,14 +82,20 @@ def match_aspect(crops: BoxesLike, aspect: float, image_size: Tuple[float, float
 
 @serial
 def final_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
-              nms_iou: float = 0.5, nms_mode: str = "dpm") -> torch.Tensor:
-    """Per-class greedy NMS; indices of kept detections, best first."""
+              nms_iou: float = 0.5, nms_mode: str = "dpm", masks: Optional[torch.Tensor] = None,
+              region=None) -> torch.Tensor:
+    """Per-class greedy NMS; indices of kept detections, best first. ``nms_mode="explain"``
+    (ours) needs image-level ``masks [C, 5, dy, dx]`` covering ``region`` (boxes inside it)."""
     if boxes.shape[0] == 0:
         return torch.zeros(0, dtype=torch.long)
     if nms_mode == "iou":
         return torchvision.ops.batched_nms(boxes.float(), scores.float(), labels, float(nms_iou))
-    keep = [torch.nonzero(labels == c).squeeze(1)[nms(boxes[labels == c], scores[labels == c],
-                                                      nms_iou, nms_mode)]
+    if nms_mode == EXPLAIN and (masks is None or region is None):
+        raise ValueError("nms_mode 'explain' needs image-level masks [C, 5, dy, dx] and their "
+                         "region (dnnod.detect passes them)")
+    keep = [torch.nonzero(labels == c).squeeze(1)[nms(
+                boxes[labels == c], scores[labels == c], nms_iou, nms_mode,
+                **({"masks": masks[int(c) - 1], "region": region} if nms_mode == EXPLAIN else {}))]
             for c in torch.unique(labels)]
     keep_t = torch.cat(keep)
     return keep_t[torch.argsort(scores[keep_t], descending=True)]

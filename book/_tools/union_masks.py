@@ -18,7 +18,7 @@ import json
 import resource
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 
@@ -60,7 +60,7 @@ def scenes(kind: str, n: int, seed: int = 0, size: int = SIZE) -> List[torch.Ten
     return out
 
 
-def run_kind(kind: str, n: int, seed: int = 0) -> Dict:
+def run_kind(kind: str, n: int, seed: int = 0, detect_kwargs: Optional[Dict] = None) -> Dict:
     from dnnod.detect import detect
     from dnnod.evaluate import evaluate_detections
     from dnnod.predict import GroundTruthPredictor
@@ -69,7 +69,8 @@ def run_kind(kind: str, n: int, seed: int = 0) -> Dict:
     gts = [{"boxes": b, "labels": torch.tensor([1, 1])} for b in scenes(kind, n, seed)]
     dets = []
     for gt in gts:
-        res = detect(GroundTruthPredictor(gt["boxes"], gt["labels"], num_classes=1), image)
+        res = detect(GroundTruthPredictor(gt["boxes"], gt["labels"], num_classes=1), image,
+                     **(detect_kwargs or {}))
         dets.append({k: res[k] for k in ("boxes", "scores", "labels")})
     ev07 = evaluate_detections(dets, gts, labels=[1], use_07_metric=True)
     evall = evaluate_detections(dets, gts, labels=[1], use_07_metric=False)
@@ -86,12 +87,17 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="dnnod/studies/results/ch09_union.json")
+    ap.add_argument("--detect-args", default="{}",
+                    help="detect keyword arguments as JSON, e.g. '{\"nms_mode\": \"explain\"}'")
     args = ap.parse_args(argv)
+    kw = json.loads(args.detect_args)
+    if not isinstance(kw, dict):
+        raise SystemExit(f"--detect-args: expected a JSON object, got {args.detect_args!r}")
     torch.set_num_threads(args.threads)
     t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     results = {}
     for kind in KINDS:
-        results[kind] = run_kind(kind, args.scenes, args.seed)
+        results[kind] = run_kind(kind, args.scenes, args.seed, kw)
         print(kind, {k: round(v, 3) if isinstance(v, float) else v for k, v in results[kind].items()},
               flush=True)
     c1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -101,7 +107,9 @@ def main(argv=None) -> int:
                      "nested": "the second box lies wholly inside the first"},
            "results": results, "image_size": SIZE, "seed": args.seed,
            "command": ("python book/_tools/union_masks.py --scenes "
-                       f"{args.scenes} --seed {args.seed} --threads {args.threads} --out {args.out}"),
+                       f"{args.scenes} --seed {args.seed} --threads {args.threads} --out {args.out}"
+                       + (f" --detect-args '{args.detect_args}'" if kw else "")),
+           "detect_kwargs": kw,
            "wall_time_s": round(time.perf_counter() - t0, 1),
            "cpu_time_s": round(c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime, 1),
            "torch": torch.__version__, "torch_threads": args.threads,

@@ -20,7 +20,8 @@ DEFAULT_PRE_NMS = 4000
 
 @serial
 def _finish(boxes: torch.Tensor, eq3: torch.Tensor, *, classifier, nms_iou: float, nms_mode: str,
-            top_k: Optional[int], pre_nms: Optional[int], return_all: bool):
+            top_k: Optional[int], pre_nms: Optional[int], return_all: bool,
+            masks: Optional[torch.Tensor] = None, region=None):
     order = torch.argsort(eq3, descending=True)
     if pre_nms is not None:
         order = order[:pre_nms]
@@ -31,7 +32,7 @@ def _finish(boxes: torch.Tensor, eq3: torch.Tensor, *, classifier, nms_iou: floa
         boxes, eq3, classifier = boxes[keep], eq3[keep], None
     # else the classifier is asked lazily inside NMS: the same boxes as filtering first
     k = nms(boxes, eq3, nms_iou, nms_mode, max_keep=None if return_all else top_k,
-            accept=classifier)
+            accept=classifier, masks=masks, region=region)
     out_b, out_s = boxes[k[:top_k]].float(), eq3[k[:top_k]].float()
     if not return_all:
         return out_b, out_s
@@ -75,14 +76,16 @@ def extract_boxes_batch(masks: torch.Tensor, region: RectLike,
                                                         threshold=float(threshold))):
             per[a] = r
     cls = list(classifiers) if classifiers is not None else [None] * masks.shape[0]
+    lat_region = torch.as_tensor(as_rect(region, "region"), dtype=torch.float64)
     out = []
-    for (idx, _eq2, eq3), c in zip(per, cls):
+    for (idx, _eq2, eq3), c, m in zip(per, cls, masks):
         if pre_nms is not None and len(eq3) > pre_nms:
             # Only the best pre_nms survive to NMS: select them before materialising boxes.
             eq3, top = torch.topk(eq3, pre_nms)
             idx = idx[top]
         out.append(_finish(lat.boxes(idx), eq3, classifier=c, nms_iou=nms_iou, nms_mode=nms_mode,
-                           top_k=top_k, pre_nms=pre_nms, return_all=return_all))
+                           top_k=top_k, pre_nms=pre_nms, return_all=return_all,
+                           masks=m, region=lat_region))
     return out
 
 
@@ -104,7 +107,9 @@ def extract_boxes(masks: torch.Tensor, region: RectLike, aspect_ratios: Optional
        near-duplicates). ``nms_mode="dpm"`` (default; the paper cites DPM's NMS): overlap is
        measured over the suppressed box's area, which also removes the boxes nested inside a
        better one — parts of an object score high on Eq. 3 (up to 4 of 5) and would otherwise
-       crowd the top 5; ``"iou"``: torchvision's NMS.
+       crowd the top 5; ``"iou"``: torchvision's NMS; ``"explain"`` (ours): a box is removed
+       when the kept boxes explain more than ``nms_iou`` of its mask support
+       (:func:`dnnod.localize.nms.explained_fraction`).
 
     Returns ``(boxes [k, 4], scores [k])`` with scores = Eq. 3, best first. With ``return_all``
     a third item: dict with ``candidates``/``candidate_scores`` (after steps 2–4) and
@@ -126,4 +131,4 @@ def extract_boxes(masks: torch.Tensor, region: RectLike, aspect_ratios: Optional
     cand = cand[sel]
     eq3 = box_scores(masks, cand, r, surround=surround) if len(cand) else eq2[:0]
     return _finish(cand, eq3, classifier=classifier, nms_iou=nms_iou, nms_mode=nms_mode,
-                   top_k=top_k, pre_nms=pre_nms, return_all=return_all)
+                   top_k=top_k, pre_nms=pre_nms, return_all=return_all, masks=masks, region=r)
