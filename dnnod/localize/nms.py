@@ -10,6 +10,9 @@ from typing import Callable, List, Optional
 import torch
 import torchvision
 
+from ..masks import box_parts
+from .scores import _integral, _mass, _to_cells
+
 NMS_MODES = ("iou", "dpm")
 #: Ours: a box is suppressed when the kept boxes already explain more than ``overlap`` of its
 #: mask support (:func:`explained_fraction`); needs the masks the boxes were scored on.
@@ -33,9 +36,6 @@ class _Explained:
     with ``R^h`` the cell-wise max of the kept boxes' targets (ours)."""
 
     def __init__(self, masks: torch.Tensor, region: torch.Tensor, boxes: torch.Tensor) -> None:
-        from ..masks import box_parts
-        from .scores import _integral, _mass, _to_cells
-        self._integral, self._mass = _integral, _mass
         self.m = masks.to(device=boxes.device, dtype=torch.float64).clamp(min=0)   # [5, dy, dx]
         self.dy, self.dx = self.m.shape[-2:]
         self.parts = box_parts(_to_cells(boxes.double(), region.to(boxes.device).double(),
@@ -44,8 +44,8 @@ class _Explained:
         self.R = torch.zeros_like(self.m)
 
     def _parts_mass(self, m: torch.Tensor) -> torch.Tensor:
-        G = self._integral(m)                                           # [5, dy+1, dx+1]
-        return sum(self._mass(G[h], self.parts[h]) for h in range(5))
+        G = _integral(m)                                                # [5, dy+1, dx+1]
+        return sum(_mass(G[h], self.parts[h]) for h in range(5))
 
     def keep(self, i: int) -> torch.Tensor:
         """Add box i to the kept boxes; the explained fraction of every box's support (1 for a
