@@ -24,7 +24,7 @@ def _coverage(parts_c: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """Fraction of each cell covered by each rectangle ``[..., 4]`` (cell units) -> ``[..., dy, dx]``
     (the Eq. 1 target of a box part, paper Sec. 3, on a grid of ``dy × dx`` cells)."""
     def axis(lo, hi, d):
-        j = torch.arange(d, dtype=lo.dtype)
+        j = torch.arange(d, dtype=lo.dtype, device=lo.device)
         return (torch.minimum(hi[..., None], j + 1) - torch.maximum(lo[..., None], j)).clamp(0, 1)
     return axis(parts_c[..., 1], parts_c[..., 3], dy)[..., :, None] \
         * axis(parts_c[..., 0], parts_c[..., 2], dx)[..., None, :]
