@@ -200,8 +200,7 @@ def detect(predictor_or_model, image: ImageLike, *, scales: int = 3, refine: boo
     if refine and len(boxes1):
         res = refine_boxes(pred, img, boxes1, labels1, aspect_ratios, factor=refine_factor,
                            stride=stride, surround=surround, nms_iou=nms_iou,
-                           nms_mode="dpm" if nms_mode == EXPLAIN else nms_mode,  # no NMS there
-                           apply_nms=False, crop_aspect=crop_aspect, min_iou=refine_min_iou,
+                           nms_mode=nms_mode, apply_nms=False, crop_aspect=crop_aspect, min_iou=refine_min_iou,
                            return_all=True)
         rb, rs = res[3]["boxes_refined"], res[3]["scores_refined"]
         if rescore == "image":

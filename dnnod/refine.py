@@ -25,8 +25,8 @@ import torchvision
 
 from ._validate import BoxesLike, _check_image_size, as_boxes, serial
 from .image import ImageLike, ImagePyramid, load_image, image_size as _image_size
-from .localize import (DEFAULT_SURROUND, NMS_MODES, box_scores, concat_lattices, make_lattice, nms)
-from .localize.nms import EXPLAIN
+from .localize import DEFAULT_SURROUND, box_scores, concat_lattices, make_lattice, nms
+from .localize.nms import DETECT_NMS_MODES
 from .localize.lattice import _score_lattice
 
 
@@ -90,12 +90,9 @@ def final_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
         return torch.zeros(0, dtype=torch.long)
     if nms_mode == "iou":
         return torchvision.ops.batched_nms(boxes.float(), scores.float(), labels, float(nms_iou))
-    if nms_mode == EXPLAIN and (masks is None or region is None):
-        raise ValueError("nms_mode 'explain' needs image-level masks [C, 5, dy, dx] and their "
-                         "region (dnnod.detect passes them)")
     keep = [torch.nonzero(labels == c).squeeze(1)[nms(
                 boxes[labels == c], scores[labels == c], nms_iou, nms_mode,
-                **({"masks": masks[int(c) - 1], "region": region} if nms_mode == EXPLAIN else {}))]
+                masks=None if masks is None else masks[int(c) - 1], region=region)]
             for c in torch.unique(labels)]
     keep_t = torch.cat(keep)
     return keep_t[torch.argsort(scores[keep_t], descending=True)]
@@ -137,8 +134,8 @@ def refine_boxes(predictor, image: ImageLike, boxes: BoxesLike, labels,
     C = int(predictor.num_classes)
     if lab.numel() and (int(lab.min()) < 1 or int(lab.max()) > C):
         raise ValueError(f"labels must be in 1..{C} (1-based, predictor.num_classes = {C})")
-    if nms_mode not in NMS_MODES:
-        raise ValueError(f"nms_mode must be one of {NMS_MODES}; got {nms_mode!r}")
+    if nms_mode not in DETECT_NMS_MODES:
+        raise ValueError(f"nms_mode must be one of {DETECT_NMS_MODES}; got {nms_mode!r}")
     empty = (torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long))
     if b.shape[0] == 0:
         return (*empty, {"crops": torch.zeros(0, 4), "crop_masks": torch.zeros(0, 5, 1, 1),

@@ -76,7 +76,7 @@ def extract_boxes_batch(masks: torch.Tensor, region: RectLike,
                                                         threshold=float(threshold))):
             per[a] = r
     cls = list(classifiers) if classifiers is not None else [None] * masks.shape[0]
-    lat_region = torch.as_tensor(as_rect(region, "region"), dtype=torch.float64)
+    lat_region = as_rect(region, "region")
     out = []
     for (idx, _eq2, eq3), c, m in zip(per, cls, masks):
         if pre_nms is not None and len(eq3) > pre_nms:

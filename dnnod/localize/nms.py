@@ -50,7 +50,13 @@ class _Explained:
     def keep(self, i: int) -> torch.Tensor:
         """Add box i to the kept boxes; the explained fraction of every box's support (1 for a
         box with no support)."""
+        self.add(i)
+        return self.fraction()
+
+    def add(self, i: int) -> None:
         self.R = torch.maximum(self.R, _coverage(self.parts[:, i], self.dy, self.dx))
+
+    def fraction(self) -> torch.Tensor:
         expl = self._parts_mass(self.m * self.R)
         tiny = self.support <= 1e-9
         return torch.where(tiny, torch.ones_like(expl), expl / torch.where(tiny, 1.0, self.support))
@@ -135,10 +141,11 @@ def explained_fraction(masks: torch.Tensor, region, kept: torch.Tensor,
     (1 for a box with no support, once a box is kept)."""
     b = torch.cat([kept, boxes]).double()
     ex = _Explained(masks, torch.as_tensor(region), b)
-    frac = torch.zeros(len(boxes), dtype=torch.float64)
+    if not len(kept):
+        return torch.zeros(len(boxes), dtype=torch.float64)
     for i in range(len(kept)):
-        frac = ex.keep(i)[len(kept):]
-    return frac
+        ex.add(i)
+    return ex.fraction()[len(kept):]
 
 
 def _accepted(classifier: Callable[[torch.Tensor], torch.Tensor], boxes: torch.Tensor) -> torch.Tensor:
