@@ -110,3 +110,17 @@ def test_detect_finds_the_child_the_dpm_rule_hides():
         found[mode] = (box_iou(gt, d["boxes"]).max(1).values >= 0.5).tolist() if len(d["boxes"]) else [False, False]
     assert found["dpm"] == [True, False]
     assert found["explain"] == [True, True]
+
+
+def test_explained_fraction_refuses_masks_and_boxes_of_the_wrong_shape():
+    masks = mask_targets(torch.tensor([A, B], dtype=torch.float64), (0, 0, S, S), D)
+    kept, boxes = torch.tensor([A], dtype=torch.float64), torch.tensor([B], dtype=torch.float64)
+    for bad in (masks[0], masks[None], masks[:3]):          # one type, a class dim, 3 types
+        with pytest.raises(ValueError, match=r"\[5, dy, dx\]"):
+            explained_fraction(bad, (0, 0, S, S), kept, boxes)
+        with pytest.raises(ValueError, match=r"\[5, dy, dx\]"):
+            nms(boxes, torch.ones(1), 0.8, mode="explain", masks=bad, region=torch.tensor([0., 0, S, S]))
+    with pytest.raises(ValueError, match=r"kept must be a tensor \[N, 4\]"):
+        explained_fraction(masks, (0, 0, S, S), torch.tensor(A, dtype=torch.float64), boxes)
+    with pytest.raises(ValueError, match=r"boxes must be a tensor \[N, 4\]"):
+        explained_fraction(masks, (0, 0, S, S), kept, [B])

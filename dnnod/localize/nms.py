@@ -36,6 +36,10 @@ class _Explained:
     with ``R^h`` the cell-wise max of the kept boxes' targets (ours)."""
 
     def __init__(self, masks: torch.Tensor, region: torch.Tensor, boxes: torch.Tensor) -> None:
+        if not torch.is_tensor(masks) or masks.dim() != 3 or masks.shape[0] != 5 or min(masks.shape[1:]) < 1:
+            # e.g. one mask type [dy, dx], or a class dimension [C, 5, dy, dx] left in
+            raise ValueError("explained mask support needs the five masks of one class, [5, dy, dx]; got "
+                             f"{tuple(masks.shape) if torch.is_tensor(masks) else type(masks).__name__}")
         self.m = masks.to(device=boxes.device, dtype=torch.float64).clamp(min=0)   # [5, dy, dx]
         self.dy, self.dx = self.m.shape[-2:]
         self.parts = box_parts(_to_cells(boxes.double(), region.to(boxes.device).double(),
@@ -139,7 +143,11 @@ def explained_fraction(masks: torch.Tensor, region, kept: torch.Tensor,
     boxes' Eq. 1 targets (paper Sec. 3) and h over the five mask types. masks ``[5, dy, dx]``
     covering ``region``; kept ``[K, 4]``, boxes ``[N, 4]`` in pixels. Returns ``[N]`` in [0, 1]
     (1 for a box with no support, once a box is kept)."""
-    b = torch.cat([kept, boxes]).double()
+    for name, v in (("kept", kept), ("boxes", boxes)):
+        if not torch.is_tensor(v) or v.dim() != 2 or v.shape[1] != 4:
+            raise ValueError(f"{name} must be a tensor [N, 4] (xyxy pixels); got "
+                             f"{tuple(v.shape) if torch.is_tensor(v) else type(v).__name__}")
+    b = torch.cat([kept.double(), boxes.double()])
     ex = _Explained(masks, torch.as_tensor(region), b)
     if not len(kept):
         return torch.zeros(len(boxes), dtype=torch.float64)
