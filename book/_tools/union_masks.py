@@ -1,6 +1,6 @@
 """What union masks cannot separate: the perfect-mask pipeline on two objects of one class.
 
-    python book/_tools/union_masks.py --scenes 50 --out dnnod/studies/results/ch09_union.json
+    python book/_tools/union_masks.py --scenes 40 --out dnnod/studies/results/ch09_union.json
 
 Three kinds of generated scenes, each with two square objects of one class on a 192 × 192 image:
 ``apart`` (the boxes do not touch), ``overlapping`` (the second box covers a corner of the first)

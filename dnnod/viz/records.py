@@ -155,12 +155,14 @@ def chapter_rows(chapter: int) -> List[dict]:
                              f"{b['steps']} steps", f"{r['map_07']:.3f}", f"`{lam['command']}`", "0",
                              _minutes(lam["wall_time_s"]) + " (all four)", _threads(lam.get("torch_threads")),
                              _record("dnnod/studies/results/ch09_ablation_lambda.json")))
-        un = _data("ch09_union.json")
-        for kind, r in un["results"].items():
-            rows.append(_row(f"perfect masks, two objects of one class {kind}: AP (VOC07), "
-                             f"{r['scenes']} scenes", f"{r['ap_07']:.3f}", f"`{un['command']}`",
-                             un["seed"], _minutes(un["wall_time_s"]) + " (all three kinds)",
-                             _threads(un.get("torch_threads")), _record("dnnod/studies/results/ch09_union.json")))
+        for name, how in (("ch09_union.json", ""),
+                          ("ch09_union_explain.json", ", suppression by explained support")):
+            un = _data(name)
+            for kind, r in un["results"].items():
+                rows.append(_row(f"perfect masks, two objects of one class {kind}{how}: AP (VOC07), "
+                                 f"{r['scenes']} scenes", f"{r['ap_07']:.3f}", f"`{un['command']}`",
+                                 un["seed"], _minutes(un["wall_time_s"]) + " (all three kinds)",
+                                 _threads(un.get("torch_threads")), _record(f"dnnod/studies/results/{name}")))
         t1 = _data("ch09_paper_table1.json")
         rows.append(_row("the paper's Table 1 (VOC2007 test AP)",
                          f"DetectorNet mAP {t1['map']['DetectorNet']:.3f} (mean of the paper's per-class AP)",
