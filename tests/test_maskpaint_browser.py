@@ -189,3 +189,32 @@ def test_drawing_a_box_paints_its_targets_and_finds_it(browser, tmp_path):
     assert got and _iou(got[0], drawn) > 0.85, f"drawn {drawn}, found {got}"
     assert not pg.errors, pg.errors
     pg.close()
+
+
+def test_the_nms_menu_switches_the_suppression_rule(browser, tmp_path):
+    """Chapter 9's scene, an adult A and a child B in front of A's legs (perfect masks): DPM's
+    suppression removes B's box at any overlap, suppression by explained mask support at 0.8
+    keeps it; the "NMS" menu switches between the two, and the boxes are those Python finds."""
+    from dnnod.masks import mask_targets
+    from dnnod.viz.maskpaint import MaskPainter
+
+    adult, child = [16.0, 8.0, 56.0, 88.0], [28.0, 56.0, 52.0, 88.0]
+    masks = mask_targets(torch.tensor([adult, child]), (0, 0, 96, 96), d=24)
+    widget = MaskPainter(torch.zeros(3, 96, 96, dtype=torch.uint8), {"A and B": masks},
+                         (0, 0, 96, 96), nms_iou=0.8, top_k=3, cell_px=CELL)
+    want = {}
+    for mode in ("dpm", "explain"):
+        widget.nms_mode = mode
+        want[mode] = widget.reference()[0].tolist()
+    widget.nms_mode = "dpm"
+    pg = open_page(browser, write_page(widget, tmp_path))
+    on_child = lambda bs: [b for b in bs if _iou(b, child) > 0.5]   # noqa: E731
+    for mode in ("dpm", "explain", "dpm"):
+        pg.select_option("select[data-control=nms_mode]", mode)
+        got = boxes(pg)
+        assert len(got) == len(want[mode]) and all(
+            max(abs(a - b) for a, b in zip(g, w)) < 1e-3 for g, w in zip(got, want[mode])), \
+            f"{mode}: the browser kept {got}, Python {want[mode]}"
+        assert bool(on_child(got)) == (mode == "explain"), f"{mode}: {got}"
+    assert not pg.errors, pg.errors
+    pg.close()

@@ -1,8 +1,8 @@
 """The mask painter's box scoring in JavaScript (dnnod/viz/maskpaint.js, run under Node) equals
 :func:`dnnod.localize.extract_boxes` (paper Sec. 5.2: Eq. 2 threshold, Eq. 3 ranking with the
-surround term, NMS, top k): the same kept boxes and Eq. 3 scores within 1e-4, on 240 random mask
-sets (random regions, grids, lattices, thresholds, NMS modes and overlaps, top k, surround) and on
-the shipped networks' masks of real test images. Skipped, with a message, where ``node`` is absent.
+surround term, NMS in the DPM, IoU and explained-support modes, top k): the same kept boxes and
+Eq. 3 scores within 1e-4, on 240 random mask sets (random regions, grids, lattices, thresholds,
+NMS modes and overlaps, top k, surround) and on the shipped networks' masks of real test images. Skipped, with a message, where ``node`` is absent.
 """
 from __future__ import annotations
 
@@ -108,7 +108,8 @@ def random_case(g: torch.Generator) -> dict:
          * torch.rand((), generator=g, dtype=torch.float64)).clamp(0, 1)
     aspect = None if torch.rand((), generator=g) < 0.5 else \
         sorted(u(0.3, 3.0) for _ in range(int(torch.randint(1, 6, (), generator=g))))
-    mode = "dpm" if torch.rand((), generator=g) < 0.6 else "iou"
+    r = float(torch.rand((), generator=g))
+    mode = "dpm" if r < 0.45 else "iou" if r < 0.75 else "explain"
     top_k = [1, 3, 5, 10, None][int(torch.randint(5, (), generator=g))]
     pre_nms = [None, None, None, 50][int(torch.randint(4, (), generator=g))]
     return case(m, region, aspect, threshold=round(u(0.2, 0.7), 3), nms_iou=round(u(0.2, 0.8), 3),
@@ -125,10 +126,11 @@ def test_js_scoring_equals_python_on_random_masks(tmp_path):
     results = run_js([{k: v for k, v in c.items() if k != "_py"} for c in cases], tmp_path)
     full = compare(cases, results)
     assert full >= 200, f"only {full} of {len(cases)} cases compared in full (the others tie)"
-    # the cases exercise what they claim to: boxes kept, both NMS modes, several top-k cuts
+    # the cases exercise what they claim to: boxes kept, the three NMS modes, several top-k cuts
     kept = [len(r["boxes"]) for r in results]
     assert sum(k > 0 for k in kept) >= 200 and max(kept) > 5
-    assert {c["nms_mode"] for c in cases} == {"dpm", "iou"}
+    assert {c["nms_mode"] for c in cases} == {"dpm", "iou", "explain"}
+    assert sum(c["nms_mode"] == "explain" and len(r["boxes"]) > 1 for c, r in zip(cases, results)) >= 20
 
 
 def test_js_scoring_on_an_empty_and_a_flat_mask(tmp_path):
@@ -175,6 +177,8 @@ def _real_cases():
             for w in range(2):
                 out.append(case(masks[w, 0], windows[w].tolist(), aspect))
                 out.append(case(masks[w, 0], windows[w].tolist(), aspect, nms_mode="iou", top_k=None))
+                out.append(case(masks[w, 0], windows[w].tolist(), aspect, nms_mode="explain",
+                                nms_iou=0.8, top_k=None))
     return out
 
 

@@ -6,8 +6,10 @@
 // compares it with dnnod.localize.extract_boxes): the candidate lattice given by Python
 // (dnnod.localize.make_lattice), Eq. 2 on the full mask as the threshold, Eq. 3 with the surround
 // term for the ranking, greedy NMS ("dpm": overlap over the suppressed box's area; "iou":
-// torchvision's, in float32 like it), then the top k. Eq. 2 is exact for boxes cutting cells: the
-// integral image of a piecewise-constant mask is bilinear inside each cell (localize's docstring).
+// torchvision's, in float32 like it; "explain", ours: the part of a box's mask support that the
+// kept boxes explain, as dnnod.localize.nms.explained_fraction), then the top k. Eq. 2 is exact
+// for boxes cutting cells: the integral image of a piecewise-constant mask is bilinear inside
+// each cell (localize's docstring).
 // The second half draws the widget and handles mouse and touch (pointer events).
 
 const NTYPES = 5;                 // full, top, bottom, left, right (dnnod.masks.MASK_TYPES order)
@@ -230,11 +232,74 @@ export function nms(C, idx, overlap, mode, maxKeep) {
   return keep;
 }
 
+/** Ours, as dnnod.localize.nms with mode "explain": greedy over candidates `idx` (sorted best
+ * first); a box is removed once the kept boxes explain more than `overlap` of its mask support.
+ * Its support is sum_h of the mass of mask h in the box's part bb(h) (h over the five mask types);
+ * the explained part is the same sum over the masks times R^h, the cell-wise max of the kept
+ * boxes' Eq. 1 targets (the fraction of each cell their part h covers). A box with no support
+ * counts as explained (fraction 1). `flat`: the masks (flatMasks), covering `region`. Returns the
+ * kept positions in `idx`. */
+export function explainNms(C, idx, overlap, maxKeep, flat, dy, dx, region) {
+  const n = idx.length, alive = new Uint8Array(n).fill(1), keep = [];
+  const limit = maxKeep == null ? n : maxKeep, M = dy * dx;
+  const su = dx / (region[2] - region[0]), sv = dy / (region[3] - region[1]);
+  // the five parts of each box in cell coordinates (dnnod.masks.box_parts): P[((h * n) + a) * 4]
+  const P = new Float64Array(NTYPES * n * 4);
+  for (let a = 0; a < n; a++) {
+    const c = idx[a];
+    const u1 = (C.x1[c] - region[0]) * su, v1 = (C.y1[c] - region[1]) * sv;
+    const u2 = (C.x2[c] - region[0]) * su, v2 = (C.y2[c] - region[1]) * sv;
+    const um = (u1 + u2) / 2, vm = (v1 + v2) / 2;
+    const parts = [[u1, v1, u2, v2], [u1, v1, u2, vm], [u1, vm, u2, v2], [u1, v1, um, v2],
+      [um, v1, u2, v2]];
+    for (let t = 0; t < NTYPES; t++) P.set(parts[t], (t * n + a) * 4);
+  }
+  const partsMass = (G, a) => {
+    let s = 0;
+    for (let t = 0; t < NTYPES; t++) {
+      const o = (t * n + a) * 4;
+      s += mass(G[t], dy, dx, P[o], P[o + 1], P[o + 2], P[o + 3]);
+    }
+    return s;
+  };
+  const m = new Float64Array(flat.length);
+  for (let k = 0; k < m.length; k++) m[k] = Math.max(flat[k], 0);
+  const Gm = integrals(m, dy, dx), support = new Float64Array(n);
+  for (let a = 0; a < n; a++) support[a] = partsMass(Gm, a);
+  const R = new Float64Array(m.length), mR = new Float64Array(m.length);
+  // fraction of cells [j, j + 1) that the interval [lo, hi] covers
+  const cover = (lo, hi, j) => Math.min(1, Math.max(0, Math.min(hi, j + 1) - Math.max(lo, j)));
+  for (let a = 0; a < n && keep.length < limit; a++) {
+    if (!alive[a]) continue;
+    alive[a] = 0;
+    keep.push(a);
+    for (let t = 0; t < NTYPES; t++) {      // R^h = max(R^h, the kept box's Eq. 1 target of part h)
+      const o = (t * n + a) * 4;
+      for (let i = 0; i < dy; i++) {
+        const cy = cover(P[o + 1], P[o + 3], i);
+        if (cy <= 0) continue;
+        for (let j = 0; j < dx; j++) {
+          const v = cy * cover(P[o], P[o + 2], j), k = t * M + i * dx + j;
+          if (v > R[k]) R[k] = v;
+        }
+      }
+    }
+    for (let k = 0; k < m.length; k++) mR[k] = m[k] * R[k];
+    const Ge = integrals(mR, dy, dx);
+    for (let b = a + 1; b < n; b++) {
+      if (!alive[b]) continue;
+      const frac = support[b] <= 1e-9 ? 1 : partsMass(Ge, b) / support[b];
+      if (frac > overlap) alive[b] = 0;
+    }
+  }
+  return keep;
+}
+
 /** Boxes from one mask set, as dnnod.localize.extract_boxes (paper Sec. 5.2).
  *
  * masks: [5][dy][dx] (or flat, mask-major); region [x1, y1, x2, y2] the masks cover; lattice as
  * latticeBoxes takes it, or `candidates` (its result, to reuse); options {threshold (Eq. 2 on the
- * full mask, > passes), nmsIou, nmsMode ("dpm" | "iou"), topK (null: all), preNms (null: all),
+ * full mask, > passes), nmsIou, nmsMode ("dpm" | "iou" | "explain"), topK (null: all), preNms (null: all),
  * surround}. Returns {boxes [[x1, y1, x2, y2]], scores (Eq. 3), terms (per kept box),
  * nCandidates (passing the threshold)}. */
 export function extractBoxes(masks, dy, dx, region, lattice, opts = {}, candidates = null) {
@@ -272,7 +337,8 @@ export function extractBoxes(masks, dy, dx, region, lattice, opts = {}, candidat
   const m = preNms != null && preNms < n ? preNms : n;
   const idx = new Array(m);
   for (let a = 0; a < m; a++) idx[a] = pass[order[a]];
-  const kept = nms(C, idx, nmsIou, mode, topK);
+  const kept = mode === "explain" ? explainNms(C, idx, nmsIou, topK, flat, dy, dx, region)
+    : nms(C, idx, nmsIou, mode, topK);
   const boxes = [], scores = [], terms = [];
   for (const a of kept) {
     const c = idx[a];
@@ -411,7 +477,13 @@ function render({ model, el }) {
   undoBtn.onclick = () => { if (history.length) { masks = history.pop(); commit(); } };
   resetBtn.onclick = () => { push(); masks = start.slice(); commit(); };
   const actRow = h("div", { cls: "row" }, [startBtn, source, undoBtn, resetBtn]);
-  const boxRow = h("div", { cls: "row" }, [ctl.threshold.el, ctl.nms_iou.el, ctl.top_k.el]);
+  const nmsMode = h("select", { "data-control": "nms_mode" }, [
+    h("option", { value: "dpm", text: "DPM (intersection / suppressed box)" }),
+    h("option", { value: "iou", text: "IoU" }),
+    h("option", { value: "explain", text: "explained mask support (ours)" })]);
+  nmsMode.onchange = () => { model.set("nms_mode", nmsMode.value); model.save_changes(); update(); };
+  const boxRow = h("div", { cls: "row" }, [ctl.threshold.el, h("label", { text: "NMS " }, [nmsMode]),
+    ctl.nms_iou.el, ctl.top_k.el]);
   root.append(modeRow, brushRow, actRow, boxRow);
 
   // figures
@@ -577,6 +649,7 @@ function render({ model, el }) {
   function syncControls() {
     for (const [m, b] of Object.entries(modeBtns)) b.classList.toggle("on", model.get("mode") === m);
     target.value = model.get("target");
+    nmsMode.value = model.get("nms_mode");
     for (const [name, c] of Object.entries(ctl)) {
       c.inp.value = model.get(name);
       c.out.textContent = c.fmt(Number(model.get(name)));

@@ -6,8 +6,8 @@ HTML book, because the boxes are computed in the browser (chapter 6).
 ``maskpaint.js`` beside this file, stored with the widget's state, so a saved notebook or an HTML
 page needs no kernel. After every stroke the browser recomputes the boxes the way
 :func:`dnnod.localize.extract_boxes` does: Eq. 2 on the full mask as the threshold, Eq. 3 (with the
-surround term) as the ranking, NMS ("dpm" or "iou"), the top k — on the candidate lattice that
-:func:`dnnod.localize.make_lattice` builds here in Python and passes in the ``lattice`` trait, so
+surround term) as the ranking, NMS ("dpm", "iou" or our "explain"), the top k — on the candidate
+lattice that :func:`dnnod.localize.make_lattice` builds here in Python and passes in the ``lattice`` trait, so
 the candidates are the same by construction (tests/test_maskpaint_js.py checks the scores and
 boxes against Python). :class:`dnnod.viz.editor.MaskEditor` is the pure-Python reference.
 
@@ -28,7 +28,8 @@ import numpy as np
 import torch
 import traitlets
 
-from ..localize import DEFAULT_SIZES, DEFAULT_SURROUND, NMS_MODES, extract_boxes, make_lattice
+from ..localize import DEFAULT_SIZES, DEFAULT_SURROUND, extract_boxes, make_lattice
+from ..localize.nms import DETECT_NMS_MODES
 from ..masks import MASK_TYPES
 
 __all__ = ["MaskPainter", "ESM_PATH", "lattice_dict"]
@@ -104,8 +105,9 @@ class MaskPainter(anywidget.AnyWidget):
     painter starts from ``start`` (default: the first) and its "start from" menu switches. The
     controls: brush mode (paint / erase / drag mass / draw a box, which adds the box's Eq. 1
     targets to all five masks), whether a stroke edits the mask painted on or all five, brush size
-    (cells) and paint value, undo, reset, and the box settings: Eq. 2 ``threshold``, NMS
-    ``nms_iou`` overlap and ``top_k`` (``nms_mode``, ``surround``, ``pre_nms`` as in
+    (cells) and paint value, undo, reset, and the box settings: Eq. 2 ``threshold``, the NMS
+    rule ``nms_mode`` ("dpm", "iou", or "explain": suppression by explained mask support, chapter
+    9), its ``nms_iou`` overlap and ``top_k`` (``surround``, ``pre_nms`` as in
     :func:`dnnod.localize.extract_boxes`; ``pre_nms=0`` offers every candidate to NMS, as
     :class:`dnnod.viz.editor.MaskEditor` does). The table lists the kept boxes' Eq. 3 terms.
     """
@@ -128,7 +130,7 @@ class MaskPainter(anywidget.AnyWidget):
     threshold = traitlets.Float(0.5, min=0.0, max=1.0).tag(sync=True)
     nms_iou = traitlets.Float(0.5, min=0.0, max=1.0).tag(sync=True)
     top_k = traitlets.Int(5, min=1, max=100).tag(sync=True)
-    nms_mode = traitlets.Enum(NMS_MODES, "dpm").tag(sync=True)
+    nms_mode = traitlets.Enum(DETECT_NMS_MODES, "dpm").tag(sync=True)
     surround = traitlets.Float(DEFAULT_SURROUND, min=1.0).tag(sync=True)
     pre_nms = traitlets.Int(0, min=0).tag(sync=True)
     mode = traitlets.Enum(BRUSH_MODES, "paint").tag(sync=True)
