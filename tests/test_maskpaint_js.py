@@ -2,7 +2,8 @@
 :func:`dnnod.localize.extract_boxes` (paper Sec. 5.2: Eq. 2 threshold, Eq. 3 ranking with the
 surround term, NMS in the DPM, IoU and explained-support modes, top k): the same kept boxes and
 Eq. 3 scores within 1e-4, on 240 random mask sets (random regions, grids, lattices, thresholds,
-NMS modes and overlaps, top k, surround) and on the shipped networks' masks of real test images. Skipped, with a message, where ``node`` is absent.
+NMS modes and overlaps, top k, surround) and on the shipped networks' masks of real test images.
+Skipped, with a message, where ``node`` is absent.
 """
 from __future__ import annotations
 

@@ -241,7 +241,7 @@ export function nms(C, idx, overlap, mode, maxKeep) {
  * kept positions in `idx`. */
 export function explainNms(C, idx, overlap, maxKeep, flat, dy, dx, region) {
   const n = idx.length, alive = new Uint8Array(n).fill(1), keep = [];
-  const limit = maxKeep == null ? n : maxKeep, M = dy * dx;
+  const limit = maxKeep == null ? n : maxKeep;
   const su = dx / (region[2] - region[0]), sv = dy / (region[3] - region[1]);
   // the five parts of each box in cell coordinates (dnnod.masks.box_parts): P[((h * n) + a) * 4]
   const P = new Float64Array(NTYPES * n * 4);
@@ -267,23 +267,12 @@ export function explainNms(C, idx, overlap, maxKeep, flat, dy, dx, region) {
   const Gm = integrals(m, dy, dx), support = new Float64Array(n);
   for (let a = 0; a < n; a++) support[a] = partsMass(Gm, a);
   const R = new Float64Array(m.length), mR = new Float64Array(m.length);
-  // fraction of cells [j, j + 1) that the interval [lo, hi] covers
-  const cover = (lo, hi, j) => Math.min(1, Math.max(0, Math.min(hi, j + 1) - Math.max(lo, j)));
   for (let a = 0; a < n && keep.length < limit; a++) {
     if (!alive[a]) continue;
     alive[a] = 0;
     keep.push(a);
-    for (let t = 0; t < NTYPES; t++) {      // R^h = max(R^h, the kept box's Eq. 1 target of part h)
-      const o = (t * n + a) * 4;
-      for (let i = 0; i < dy; i++) {
-        const cy = cover(P[o + 1], P[o + 3], i);
-        if (cy <= 0) continue;
-        for (let j = 0; j < dx; j++) {
-          const v = cy * cover(P[o], P[o + 2], j), k = t * M + i * dx + j;
-          if (v > R[k]) R[k] = v;
-        }
-      }
-    }
+    const c = idx[a];       // R^h = max(R^h, the kept box's Eq. 1 target of part h)
+    addBoxTargets(R, dy, dx, region, [C.x1[c], C.y1[c], C.x2[c], C.y2[c]]);
     for (let k = 0; k < m.length; k++) mR[k] = m[k] * R[k];
     const Ge = integrals(mR, dy, dx);
     for (let b = a + 1; b < n; b++) {

@@ -7,9 +7,9 @@ HTML book, because the boxes are computed in the browser (chapter 6).
 page needs no kernel. After every stroke the browser recomputes the boxes the way
 :func:`dnnod.localize.extract_boxes` does: Eq. 2 on the full mask as the threshold, Eq. 3 (with the
 surround term) as the ranking, NMS ("dpm", "iou" or our "explain"), the top k — on the candidate
-lattice that :func:`dnnod.localize.make_lattice` builds here in Python and passes in the ``lattice`` trait, so
-the candidates are the same by construction (tests/test_maskpaint_js.py checks the scores and
-boxes against Python). :class:`dnnod.viz.editor.MaskEditor` is the pure-Python reference.
+lattice that :func:`dnnod.localize.make_lattice` builds here in Python and passes in the
+``lattice`` trait, so the candidates are the same by construction (tests/test_maskpaint_js.py
+checks the scores and boxes against Python). :class:`dnnod.viz.editor.MaskEditor` is the pure-Python reference.
 
 With a kernel, ``painter.masks`` is what was painted (``[5, d, d]`` float64 numpy array, values
 in [0, 1] rounded to 1e-4) and assigning to it redraws; ``painter.boxes`` / ``painter.scores`` are
